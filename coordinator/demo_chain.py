@@ -1,0 +1,62 @@
+"""A synthetic chain: real keys, signatures, proof-of-work and SQLite, random deltas.
+
+Used to try the chain tools before a federation exists, and by the crash tests as a real
+writer process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from edge_sdk.block import make_genesis, make_update
+from edge_sdk.chain import now_ms
+from edge_sdk.keys import Identity
+from edge_sdk.params import to_fixed
+from edge_sdk.task import ChainParams, Task
+from edge_sdk.work import target_for_hashes
+
+from .mining import build_block
+from .store import ChainStore
+
+
+def demo_task(coordinator: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50) -> Task:
+    chain = ChainParams(
+        pow_limit=target_for_hashes(16),
+        initial_target=target_for_hashes(1024),
+        target_interval_ms=interval_ms,
+        retarget_window=4,
+    )
+    initial = {"W": np.zeros((features, classes), np.float32), "b": np.zeros((classes,), np.float32)}
+    return Task("demo", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 1000)
+
+
+def build_demo_chain(
+    db_path, *, blocks: int, devices: int = 4, seed: int = 0, on_block: Callable[[int, bytes], None] = lambda h, b: None
+) -> ChainStore:
+    """Start (or extend) a demo chain in db_path with `blocks` more blocks."""
+    coordinator = Identity.from_seed(b"demo-coordinator-%d" % seed)
+    miner = Identity.from_seed(b"demo-miner-%d" % seed)
+    members = [Identity.from_seed(b"demo-device-%d-%d" % (seed, i)) for i in range(devices)]
+    try:
+        store = ChainStore(db_path)
+    except ValueError:
+        store = ChainStore(db_path, make_genesis(coordinator, demo_task(coordinator)))
+    task = store.task
+    rng = np.random.default_rng(seed + store.tip.header.height)
+    for _ in range(blocks):
+        tip = store.tip
+        updates = [
+            make_update(
+                device, task, tip.hash, int(rng.integers(50, 500)),
+                {name: (rng.standard_normal(shape) * 0.01).astype(np.float32) for name, shape in task.shapes.items()},
+                now_ms(),
+            )
+            for device in members
+        ]
+        raw = build_block(identity=miner, task=task, chain=store, parent=tip, update_bytes=updates, now_ms=now_ms())
+        state, _ = store.add(raw)
+        on_block(state.header.height, state.hash)
+        time.sleep(0)  # let a killer signal land between commits too
+    return store

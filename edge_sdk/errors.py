@@ -1,0 +1,47 @@
+"""Typed protocol errors. Every rejection names a stable reason code (see PROTOCOL.md)."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Stable, documented reason codes. The value is what logs, metrics and peers see."""
+
+    # envelope and codec
+    TOO_LARGE = "too_large"
+    BAD_ENCODING = "bad_encoding"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_TYPE = "unknown_type"
+    WRONG_TYPE = "wrong_type"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_SEAL = "bad_seal"
+    BAD_BODY = "bad_body"
+    # updates
+    WRONG_TASK = "wrong_task"
+    BAD_SHAPE = "bad_shape"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_SAMPLE_COUNT = "bad_sample_count"
+    # blocks and chain
+    UNKNOWN_PARENT = "unknown_parent"
+    BAD_HEIGHT = "bad_height"
+    BAD_TARGET = "bad_target"
+    INSUFFICIENT_WORK = "insufficient_work"
+    BAD_MERKLE_ROOT = "bad_merkle_root"
+    BAD_UPDATE = "bad_update"
+    STALE_BASE = "stale_base"
+    DUPLICATE_DEVICE = "duplicate_device"
+    TOO_MANY_UPDATES = "too_many_updates"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_MINER = "bad_miner"
+    BAD_MODEL_HASH = "bad_model_hash"
+    BAD_GENESIS = "bad_genesis"
+
+
+class ProtocolError(ValueError):
+    """Raised for anything a peer sent that breaks a rule. Carries the reason code."""
+
+    def __init__(self, reason: Reason, detail: str = ""):
+        self.reason = Reason(reason)
+        self.detail = detail
+        super().__init__(f"{self.reason.value}: {detail}" if detail else self.reason.value)

@@ -1,0 +1,136 @@
+"""Block rules. Every rule that a block can break raises ProtocolError naming it.
+
+A node accepts a block only if its parent is known and valid; so the rules here relate one
+block to its parent's state (header, cumulative work, global model) and, for the retarget rule,
+to one older ancestor on the same branch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import envelope
+from .aggregation import fedavg
+from .block import HEADER_VERSION, ZERO_HASH, Block, Header, Update, update_root
+from .errors import ProtocolError, Reason
+from .merkle import merkle_root
+from .params import Model, model_hash
+from .task import Task
+from .work import is_retarget_height, meets_target, next_target, work
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """What a node keeps about an accepted block: enough to validate its children."""
+
+    header: Header
+    cumwork: int
+    model: Model
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+
+class ChainView(Protocol):
+    def get(self, block_hash: bytes) -> BlockState | None: ...
+
+    def ancestor(self, block_hash: bytes, height: int) -> Header: ...
+
+
+def is_better(candidate: BlockState, current: BlockState) -> bool:
+    """Fork choice: more cumulative work wins; equal work goes to the lower block hash."""
+    if candidate.cumwork != current.cumwork:
+        return candidate.cumwork > current.cumwork
+    return candidate.hash < current.hash
+
+
+def validate_genesis(raw: bytes) -> tuple[BlockState, Task]:
+    """Check a genesis block against the task it carries. Trust comes from knowing its hash."""
+    env = envelope.open_envelope(raw, expect="genesis", max_bytes=envelope.DEFAULT_MAX_BYTES)
+    body = env.body
+    if not isinstance(body, dict) or set(body) != {"header", "task"}:
+        raise ProtocolError(Reason.BAD_BODY, "genesis body must have exactly header, task")
+    header = Header.decode(body["header"])
+    task = Task.from_wire(body["task"])
+    checks = [
+        (header.height == 0 and header.prev_hash == ZERO_HASH, "height 0 and a zero parent"),
+        (header.task_id == task.id, "task_id is the task's hash"),
+        (header.merkle_root == merkle_root([]), "no updates"),
+        (header.model_hash == model_hash(task.initial_model, task.chain.frac_bits), "model hash of the initial model"),
+        (header.miner == task.coordinator == env.signer, "signed by the task's coordinator"),
+        (header.target == task.chain.initial_target, "target is the initial target"),
+        (header.timestamp_ms == task.created_ms, "timestamp is the task's creation time"),
+    ]
+    for ok, rule in checks:
+        if not ok:
+            raise ProtocolError(Reason.BAD_GENESIS, f"genesis must have {rule}")
+    return BlockState(header, work(header.target), task.initial_model), task
+
+
+def expected_target(task: Task, parent: Header, chain: ChainView) -> int:
+    height = parent.height + 1
+    params = task.chain
+    span = None
+    if is_retarget_height(height, params.retarget_window):
+        start = chain.ancestor(parent.hash, height - 1 - params.retarget_window)
+        span = parent.timestamp_ms - start.timestamp_ms
+    return next_target(
+        height=height, parent_target=parent.target, span_ms=span, window=params.retarget_window,
+        interval_ms=params.target_interval_ms, pow_limit=params.pow_limit,
+    )
+
+
+def check_update(update: Update, parent: Header, block_time_ms: int, task: Task) -> None:
+    """Chain-state rules for one update in a block on `parent` (signature and shape already checked)."""
+    if update.base != parent.hash:
+        raise ProtocolError(Reason.STALE_BASE, f"update base {update.base.hex()[:16]} is not the parent")
+    skew = task.chain.max_skew_ms
+    if not parent.timestamp_ms - skew <= update.timestamp_ms <= block_time_ms + skew:
+        raise ProtocolError(Reason.BAD_TIMESTAMP, "update time is outside [parent - skew, block + skew]")
+
+
+def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> tuple[Block, list[Update], BlockState]:
+    """Apply every block rule, cheapest first; return the parsed block, its updates and new state."""
+    params = task.chain
+    if len(raw) > params.max_block_bytes:
+        raise ProtocolError(Reason.TOO_LARGE, f"block of {len(raw)} bytes > {params.max_block_bytes}")
+    block = Block.parse(raw, params.max_block_bytes)
+    header = block.header
+    if header.version != HEADER_VERSION:
+        raise ProtocolError(Reason.BAD_VERSION, f"header version {header.version}")
+    if header.task_id != task.id:
+        raise ProtocolError(Reason.WRONG_TASK, "block is for another task")
+    parent = chain.get(header.prev_hash)
+    if parent is None:
+        raise ProtocolError(Reason.UNKNOWN_PARENT, f"parent {header.prev_hash.hex()[:16]} is not known")
+    if header.height != parent.header.height + 1:
+        raise ProtocolError(Reason.BAD_HEIGHT, f"height {header.height}, parent has {parent.header.height}")
+    target = expected_target(task, parent.header, chain)
+    if header.target != target:
+        raise ProtocolError(Reason.BAD_TARGET, f"target {header.target:064x}, rule says {target:064x}")
+    if not meets_target(header.hash, header.target):
+        raise ProtocolError(Reason.INSUFFICIENT_WORK, "header hash is above its target")
+    if block.envelope.signer != header.miner:
+        raise ProtocolError(Reason.BAD_MINER, "block is not signed by its header's miner")
+    if not parent.header.timestamp_ms <= header.timestamp_ms <= now_ms + params.max_skew_ms:
+        raise ProtocolError(Reason.BAD_TIMESTAMP, "block time must be >= parent's and <= now + skew")
+    if len(block.update_bytes) > params.max_updates:
+        raise ProtocolError(Reason.TOO_MANY_UPDATES, f"{len(block.update_bytes)} > {params.max_updates}")
+    if update_root(block.update_bytes) != header.merkle_root:
+        raise ProtocolError(Reason.BAD_MERKLE_ROOT, "merkle root does not match the updates")
+    updates, devices = [], set()
+    for index, update_raw in enumerate(block.update_bytes):
+        try:
+            update = Update.parse(update_raw, task)
+        except ProtocolError as exc:
+            raise ProtocolError(Reason.BAD_UPDATE, f"update {index}: {exc}") from None
+        check_update(update, parent.header, header.timestamp_ms, task)
+        if update.device in devices:
+            raise ProtocolError(Reason.DUPLICATE_DEVICE, f"update {index} repeats a device")
+        devices.add(update.device)
+        updates.append(update)
+    model = fedavg(parent.model, [(u.samples, u.delta) for u in updates], params.frac_bits)
+    if model_hash(model, params.frac_bits) != header.model_hash:
+        raise ProtocolError(Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model")
+    return block, updates, BlockState(header, parent.cumwork + work(header.target), model)
