@@ -110,8 +110,10 @@ def _parse_delta(value, task: Task) -> dict[str, np.ndarray]:
     limit = float(1 << task.chain.delta_bits)
     delta = {}
     for name, item in value.items():
+        if not isinstance(item, dict) or item.get("shape") != list(shapes[name]) or item.get("dtype") != "f4":
+            raise ProtocolError(Reason.BAD_SHAPE, f"{name}: expected f4{list(shapes[name])}")
         arr = codec.decode_array(item, max_elements=math.prod(shapes[name]))
-        if arr.dtype != np.dtype("<f4") or arr.shape != shapes[name]:
+        if arr.shape != shapes[name]:
             raise ProtocolError(Reason.BAD_SHAPE, f"{name}: expected f4{list(shapes[name])}")
         if not np.all(np.isfinite(arr)):
             raise ProtocolError(Reason.NON_FINITE, f"{name} has NaN or infinity")

@@ -1,0 +1,82 @@
+"""Shared fixtures: a small task with real keys, and helpers that build valid (or deliberately broken) blocks."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from coordinator.mining import build_block, search_nonce
+from edge_sdk.aggregation import fedavg
+from edge_sdk.block import Header, Update, block_template, make_genesis, make_update, seal_block
+from edge_sdk.chain import MemoryChain, now_ms
+from edge_sdk.errors import ProtocolError
+from edge_sdk.keys import Identity
+from edge_sdk.params import to_fixed
+from edge_sdk.task import ChainParams, Task
+from edge_sdk.validation import expected_target
+from edge_sdk.work import target_for_hashes
+
+
+@dataclasses.dataclass
+class Federation:
+    coordinator: Identity
+    miner: Identity
+    devices: list
+    task: Task
+    genesis: bytes
+
+    def chain(self) -> MemoryChain:
+        return MemoryChain(self.genesis)
+
+    def delta(self, seed: int, scale: float = 0.01) -> dict:
+        rng = np.random.default_rng(seed)
+        return {name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in self.task.shapes.items()}
+
+    def update(self, device: int, base: bytes, *, samples: int = 100, seed: int | None = None, ts: int | None = None, delta=None) -> bytes:
+        delta = self.delta(device if seed is None else seed) if delta is None else delta
+        return make_update(self.devices[device], self.task, base, samples, delta, now_ms() if ts is None else ts)
+
+    def block(self, chain, parent=None, updates=(), miner=None) -> bytes:
+        parent = chain.tip if parent is None else parent
+        return build_block(identity=miner or self.miner, task=self.task, chain=chain, parent=parent, update_bytes=list(updates), now_ms=now_ms())
+
+    def forged(self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, **fields) -> bytes:
+        """A block whose header fields are overridden, then (re)mined so only the chosen rule breaks."""
+        parent = chain.tip if parent is None else parent
+        if model is None:
+            try:
+                parsed = [Update.parse(u, self.task) for u in updates]
+                model = fedavg(parent.model, [(u.samples, u.delta) for u in parsed], self.task.chain.frac_bits)
+            except ProtocolError:  # a deliberately bad update: the model is never reached
+                model = parent.model
+        header = block_template(
+            parent=parent.header, task=self.task, miner=self.miner.public.sign_pk, update_bytes=list(updates),
+            new_model=model, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
+            target=expected_target(self.task, parent.header, chain),
+        )
+        header = dataclasses.replace(header, **fields)
+        if mine:
+            header = search_nonce(header)
+        return seal_block(signer or self.miner, header, list(updates))
+
+
+def make_federation(devices: int = 4, seed: int = 0, **chain_overrides) -> Federation:
+    coordinator = Identity.from_seed(b"coordinator-%d" % seed)
+    params = dict(pow_limit=target_for_hashes(2), initial_target=target_for_hashes(8), target_interval_ms=1000, retarget_window=2)
+    params.update(chain_overrides)
+    chain = ChainParams(**params)
+    initial = {"W": np.zeros((6, 3), np.float32), "b": np.full((3,), 0.5, np.float32)}
+    task = Task("test", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 60_000)
+    return Federation(
+        coordinator=coordinator,
+        miner=Identity.from_seed(b"miner-%d" % seed),
+        devices=[Identity.from_seed(b"device-%d-%d" % (seed, i)) for i in range(devices)],
+        task=task,
+        genesis=make_genesis(coordinator, task),
+    )
+
+
+@pytest.fixture
+def fed() -> Federation:
+    return make_federation()
