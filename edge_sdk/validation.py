@@ -19,7 +19,7 @@ from .task import Task
 from .work import is_retarget_height, meets_target, next_target, work
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compare blocks by .hash; models are arrays
 class BlockState:
     """What a node keeps about an accepted block: enough to validate its children."""
 
