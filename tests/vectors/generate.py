@@ -1,0 +1,146 @@
+"""Regenerate tests/vectors/protocol.json from fixed seeds: `python tests/vectors/generate.py`.
+
+Everything here is deterministic (Ed25519 signatures are, timestamps are fixed, nonces are
+searched from 0), so the test suite regenerates the file and checks it is unchanged (all but the sealed box,
+whose ephemeral key is random by design).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from coordinator.mining import build_block  # noqa: E402
+from edge_sdk import codec, envelope  # noqa: E402
+from edge_sdk.aggregation import fedavg  # noqa: E402
+from edge_sdk.block import Block, make_genesis, make_update  # noqa: E402
+from edge_sdk.chain import MemoryChain  # noqa: E402
+from edge_sdk.keys import Identity  # noqa: E402
+from edge_sdk.merkle import merkle_root  # noqa: E402
+from edge_sdk.params import model_hash, to_fixed  # noqa: E402
+from edge_sdk.task import ChainParams, Task  # noqa: E402
+from edge_sdk.work import meets_target, target_for_hashes  # noqa: E402
+
+OUT = pathlib.Path(__file__).with_name("protocol.json")
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
+
+
+def _params(model: dict, as_int: bool) -> dict:
+    return {
+        name: {"shape": list(v.shape), "values": [int(x) if as_int else float(x) for x in np.asarray(v).ravel()]}
+        for name, v in model.items()
+    }
+
+
+def _vector_task() -> tuple[Identity, Task]:
+    coordinator = Identity.from_seed(b"vector-coordinator")
+    chain = ChainParams(pow_limit=target_for_hashes(4), initial_target=target_for_hashes(64), target_interval_ms=1000, retarget_window=2)
+    initial = {"W": np.array([[0.25, -0.5, 0.0], [1.0, 0.125, -0.75]], np.float32), "b": np.zeros(3, np.float32)}
+    return coordinator, Task("vectors", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), T0)
+
+
+def _signed(raw: bytes) -> dict:
+    env = envelope.open_envelope(raw)
+    return {
+        "type": env.type,
+        "sign_pk": env.signer.hex(),
+        "message": envelope.signing_bytes(env.version, env.type, env.signer, env.body).hex(),
+        "signature": env.signature.hex(),
+        "envelope": raw.hex(),
+        "digest": env.digest.hex(),
+    }
+
+
+def _header(header, note: str) -> dict:
+    raw = header.encode()
+    return {
+        "note": note,
+        "header_bytes": raw.hex(),
+        "hash": hashlib.sha256(raw).hexdigest(),
+        "target": f"{header.target:064x}",
+        "meets_target": meets_target(header.hash, header.target),
+        "fields": {
+            "version": header.version, "height": header.height, "prev_hash": header.prev_hash.hex(),
+            "task_id": header.task_id.hex(), "merkle_root": header.merkle_root.hex(), "model_hash": header.model_hash.hex(),
+            "miner": header.miner.hex(), "timestamp_ms": header.timestamp_ms, "nonce": header.nonce,
+        },
+    }
+
+
+def generate() -> dict:
+    coordinator, task = _vector_task()
+    miner = Identity.from_seed(b"vector-miner")
+    devices = [Identity.from_seed(b"vector-device-%d" % i) for i in range(3)]
+    genesis = make_genesis(coordinator, task)
+    chain = MemoryChain(genesis)
+    g = chain.tip
+    deltas = [
+        {"W": np.array([[0.5, -0.25, 1e-3], [0.0, 2.0, -1.5]], np.float32), "b": np.array([0.1, -0.1, 0.0], np.float32)},
+        {"W": np.array([[-0.5, 0.75, 3e-3], [0.25, -1.0, 1.5]], np.float32), "b": np.array([0.2, 0.3, -0.4], np.float32)},
+    ]
+    updates = [make_update(devices[i], task, g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))]
+    block1 = build_block(identity=miner, task=task, chain=chain, parent=g, update_bytes=updates, now_ms=T0 + 2000)
+    s1 = chain.add(block1, now=T0 + 2000)
+    block2 = build_block(identity=miner, task=task, chain=chain, parent=s1, update_bytes=[], now_ms=T0 + 3000)
+    s2 = chain.add(block2, now=T0 + 3000)
+    hard = Block.parse(block2, 1 << 30).header
+    hard = dataclasses.replace(hard, target=1 << 240, nonce=0)
+
+    sealer = Identity.from_seed(b"vector-seal-recipient")
+    plaintext = updates[0]
+    sealed = envelope.seal(sealer.public.box_pk, plaintext)
+
+    frac = task.chain.frac_bits
+    aggregation = []
+    base = task.initial_model
+    cases = [
+        [(30, deltas[0]), (10, deltas[1])],
+        [(1, {"W": np.full((2, 3), 2.0**-25, np.float32), "b": np.array([2.0**-24, -(2.0**-24), 3 * 2.0**-25], np.float32)}),
+         (1, {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)})],
+        [(7, deltas[1])],
+    ]
+    for case in cases:
+        result = fedavg(base, case, frac)
+        aggregation.append({
+            "frac_bits": frac,
+            "base": _params(base, True),
+            "updates": [{"n": n, "delta": _params(d, False)} for n, d in case],
+            "result": _params(result, True),
+            "model_hash": model_hash(result, frac).hex(),
+        })
+        base = result
+
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
+    return {
+        "description": "BlockFL Edge protocol v1 test vectors; see PROTOCOL.md. All byte strings are hex.",
+        "signature": [_signed(genesis), _signed(updates[0]), _signed(block1)],
+        "block_header": [
+            _header(s1.header, "block 1, mined"),
+            _header(s2.header, "block 2, mined, no updates"),
+            _header(hard, "block 2 with target 2^240 and nonce 0: not mined"),
+        ],
+        "merkle": [{"leaves": [x.hex() for x in leaves[:n]], "root": merkle_root(leaves[:n]).hex()} for n in (0, 1, 2, 3, 5, 8)],
+        "aggregation": aggregation,
+        "seal": [{"box_sk": bytes(sealer.box_key).hex(), "box_pk": sealer.public.box_pk.hex(), "sealed": sealed.hex(), "plaintext": plaintext.hex()}],
+        "canonical_cbor": [
+            {"value": v, "cbor": codec.encode(v).hex()}
+            for v in [0, 23, 24, -1, 2**32, "update", {"b": 1, "a": [1, 2]}, {"ts": 1, "base": 2}, 1.5, 0.1]
+        ],
+        "chain": {"genesis": genesis.hex(), "blocks": [block1.hex(), block2.hex()], "task_id": task.id.hex()},
+    }
+
+
+def render() -> str:
+    return json.dumps(generate(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
