@@ -1,0 +1,238 @@
+"""On-device training with ONNX Runtime behind one interface, two backends.
+
+- `portable` runs the coordinator-compiled train-step graph (standard ONNX operators only) in the
+  stock onnxruntime InferenceSession: the same on a Pi, a phone or a laptop. `fused` runs one
+  ONNX Loop per epoch instead of one call per batch.
+- `ort-training` runs the official artifacts with `onnxruntime.training.api`, where the
+  onnxruntime-training package is installed (x86_64 only; it needs torch to import).
+
+Both shuffle the same way (`epoch_order`) so, from the same start, they take the same steps.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+BACKENDS = ("auto", "portable", "fused", "ort-training")
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A compiled model package as the coordinator wrote it (see manifest.json)."""
+
+    directory: Path
+    manifest: dict
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelPackage":
+        directory = Path(directory)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        if manifest.get("format") != 1:
+            raise ValueError(f"{directory}/manifest.json: unknown format {manifest.get('format')!r}")
+        return cls(directory, manifest)
+
+    def path(self, key: str) -> Path:
+        return self.directory / self.manifest["files"][key]
+
+    def initial_params(self) -> dict[str, np.ndarray]:
+        with np.load(self.path("params")) as data:
+            return {p: data[p].astype(np.float32) for p in self.manifest["params"]}
+
+    def labels(self, labels: np.ndarray) -> np.ndarray:
+        """Labels in the dtype and shape the graphs take."""
+        if self.manifest["label_dtype"] == "int64":
+            return np.asarray(labels, dtype=np.int64).reshape(-1)
+        return np.asarray(labels, dtype=np.float32).reshape(len(labels), self.manifest["num_outputs"])
+
+    @property
+    def ort_artifacts(self) -> Path:
+        return self.directory / "ort-training"
+
+
+@dataclass
+class FitResult:
+    params: dict[str, np.ndarray]
+    epoch_losses: list[float]
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float | None
+    samples: int
+
+
+def epoch_order(n: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """The sample order of each epoch: a seeded permutation per epoch, identical for every backend."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(n) for _ in range(epochs)]
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+class Trainer(Protocol):
+    backend: str
+
+    def fit(self, params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray, *, epochs: int,
+            batch_size: int, learning_rate: float, seed: int) -> FitResult: ...
+
+    def evaluate(self, params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray) -> Evaluation: ...
+
+
+class _Evaluator:
+    """Loss and accuracy of parameters on data, from forward.onnx (shared by every backend)."""
+
+    def __init__(self, package: ModelPackage, threads: int):
+        self.package = package
+        self._forward = ort.InferenceSession(str(package.path("forward")), session_options(threads), providers=["CPUExecutionProvider"])
+
+    def logits(self, params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+        feeds = {p: params[p] for p in self.package.manifest["params"]}
+        feeds[self.package.manifest["forward"]["inputs"]["features"]] = np.asarray(features, np.float32)
+        return self._forward.run([self.package.manifest["forward"]["output"]], feeds)[0]
+
+    def evaluate(self, params, features, labels) -> Evaluation:
+        z = self.logits(params, features).astype(np.float64)
+        y = self.package.labels(labels)
+        loss_kind = self.package.manifest["loss"]
+        if loss_kind == "cross-entropy":
+            shifted = z - z.max(axis=1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            loss = -log_probs[np.arange(len(y)), y].mean()
+            accuracy = float((z.argmax(axis=1) == y).mean())
+        elif loss_kind == "binary-cross-entropy":
+            loss = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).mean()
+            accuracy = float(((z > 0) == (y > 0.5)).mean())
+        else:
+            loss = ((z - y) ** 2).mean()
+            accuracy = None
+        return Evaluation(float(loss), accuracy, len(y))
+
+
+def _zero_state(manifest: dict) -> dict[str, np.ndarray]:
+    return {s: np.zeros(manifest["state_shapes"][s], np.float32) for s in manifest["state"]}
+
+
+class PortableTrainer(_Evaluator):
+    """Runs train_step.onnx (or, fused, train_epoch.onnx) in the stock InferenceSession."""
+
+    def __init__(self, package: ModelPackage, *, fused: bool = False, threads: int = 1):
+        super().__init__(package, threads)
+        self.fused = fused
+        self.backend = "fused" if fused else "portable"
+        m = package.manifest
+        io = m["epoch"] if fused else m
+        self._session = ort.InferenceSession(str(package.path("train_epoch" if fused else "train_step")), session_options(threads),
+                                             providers=["CPUExecutionProvider"])
+        self._inputs = io["inputs"]
+        self._new_params = [io["outputs"]["new_params"][p] for p in m["params"]]
+        self._new_state = [io["outputs"]["new_state"][s] for s in m["state"]]
+        self._loss = io["outputs"]["losses" if fused else "loss"]
+
+    def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
+        m = self.package.manifest
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        y = self.package.labels(labels)
+        params = {p: np.asarray(params[p], np.float32) for p in m["params"]}
+        state = _zero_state(m)
+        outputs = [self._loss] + self._new_params + self._new_state
+        lr = np.array(learning_rate, np.float32)
+        losses, steps, started = [], 0, time.perf_counter()
+        for order in epoch_order(len(x), epochs, seed):
+            if self.fused:
+                feeds = {**params, **state, self._inputs["features"]: x[order], self._inputs["labels"]: y[order],
+                         self._inputs["learning_rate"]: lr, self._inputs["batch_size"]: np.array(batch_size, np.int64)}
+                result = self._session.run(outputs, feeds)
+                batch_losses = result[0]
+                steps += len(batch_losses)
+                params, state = self._unpack(result[1:])
+                losses.append(float(np.mean(batch_losses)))
+                continue
+            epoch_loss = []
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                feeds = {**params, **state, self._inputs["features"]: x[idx], self._inputs["labels"]: y[idx],
+                         self._inputs["learning_rate"]: lr}
+                result = self._session.run(outputs, feeds)
+                epoch_loss.append(float(result[0]))
+                params, state = self._unpack(result[1:])
+                steps += 1
+            losses.append(float(np.mean(epoch_loss)))
+        return FitResult(params, losses, steps, time.perf_counter() - started)
+
+    def _unpack(self, values):
+        m = self.package.manifest
+        n = len(m["params"])
+        return dict(zip(m["params"], values[:n])), dict(zip(m["state"], values[n:]))
+
+
+class OrtTrainingTrainer(_Evaluator):
+    """Runs the official training artifacts with onnxruntime.training.api."""
+
+    backend = "ort-training"
+
+    def __init__(self, package: ModelPackage, *, threads: int = 1):
+        super().__init__(package, threads)
+        from onnxruntime.training import api  # only in the onnxruntime-training package; imports torch
+
+        self._api = api
+        self.artifacts = package.ort_artifacts
+        if not (self.artifacts / "training_model.onnx").exists():
+            raise FileNotFoundError(f"no official training artifacts in {self.artifacts}; build them with `blockfl model artifacts`")
+
+    def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
+        api, a = self._api, self.artifacts
+        state = api.CheckpointState.load_checkpoint(str(a / "checkpoint"))
+        for p in self.package.manifest["params"]:
+            state.parameters[p].data = np.ascontiguousarray(params[p], np.float32)
+        module = api.Module(str(a / "training_model.onnx"), state, str(a / "eval_model.onnx"), device="cpu")
+        optimizer = api.Optimizer(str(a / "optimizer_model.onnx"), module)
+        optimizer.set_learning_rate(float(learning_rate))
+        module.train()
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        y = self.package.labels(labels)
+        losses, steps, started = [], 0, time.perf_counter()
+        for order in epoch_order(len(x), epochs, seed):
+            epoch_loss = []
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                epoch_loss.append(float(module(x[idx], y[idx])))
+                optimizer.step()
+                module.lazy_reset_grad()
+                steps += 1
+            losses.append(float(np.mean(epoch_loss)))
+        new = {p: np.array(state.parameters[p].data, np.float32) for p in self.package.manifest["params"]}
+        return FitResult(new, losses, steps, time.perf_counter() - started)
+
+
+def has_ort_training() -> bool:
+    try:
+        from onnxruntime.training import api  # noqa: F401
+    except Exception:  # ImportError, or the package's own failure to import torch
+        return False
+    return True
+
+
+def make_trainer(package: ModelPackage, backend: str = "auto", *, threads: int = 1) -> Trainer:
+    """`auto` picks the official API when it and the package's artifacts are present, else portable."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "ort-training" if (package.ort_artifacts / "training_model.onnx").exists() and has_ort_training() else "portable"
+    if backend == "ort-training":
+        return OrtTrainingTrainer(package, threads=threads)
+    return PortableTrainer(package, fused=backend == "fused", threads=threads)
