@@ -189,6 +189,7 @@ class OrtTrainingTrainer(_Evaluator):
         super().__init__(package, threads)
         from onnxruntime.training import api  # only in the onnxruntime-training package; imports torch
 
+        ort.set_default_logger_severity(3)
         self._api = api
         self.artifacts = package.ort_artifacts
         if not (self.artifacts / "training_model.onnx").exists():
@@ -197,9 +198,10 @@ class OrtTrainingTrainer(_Evaluator):
     def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
         api, a = self._api, self.artifacts
         state = api.CheckpointState.load_checkpoint(str(a / "checkpoint"))
+        module = api.Module(str(a / "training_model.onnx"), state, str(a / "eval_model.onnx"), device="cpu")
+        # only once a Module holds the state: setting parameters before that crashes 1.19.2 (segfault)
         for p in self.package.manifest["params"]:
             state.parameters[p].data = np.ascontiguousarray(params[p], np.float32)
-        module = api.Module(str(a / "training_model.onnx"), state, str(a / "eval_model.onnx"), device="cpu")
         optimizer = api.Optimizer(str(a / "optimizer_model.onnx"), module)
         optimizer.set_learning_rate(float(learning_rate))
         module.train()

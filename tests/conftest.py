@@ -80,3 +80,48 @@ def make_federation(devices: int = 4, seed: int = 0, **chain_overrides) -> Feder
 @pytest.fixture
 def fed() -> Federation:
     return make_federation()
+
+
+# --- environments and model packages for the training tests ---
+import pathlib
+import subprocess
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _extra_env(name: str) -> pathlib.Path:
+    """A second virtual environment built by deploy/dev/setup-test-envs.sh (built here if missing)."""
+    if not (REPO / name / ".complete").exists():
+        subprocess.run(["bash", str(REPO / "deploy/dev/setup-test-envs.sh")], check=True, timeout=900)
+    return REPO / name / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> pathlib.Path:
+    return _extra_env(".venv-sdk")
+
+
+@pytest.fixture(scope="session")
+def ort_python() -> pathlib.Path:
+    return _extra_env(".venv-ort")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    return train_test_split(x, data.target, test_size=0.25, random_state=0, stratify=data.target)
+
+
+def build_package(directory, spec="mlp:64-32-10", loss="cross-entropy", optimizer="sgd", seed=0):
+    from coordinator.compiler import Optimizer
+    from coordinator.model_package import build_package as build
+    from coordinator.model_zoo import build_forward
+    from edge_sdk.training import ModelPackage
+
+    forward, params = build_forward(spec, seed=seed)
+    build(directory, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=spec)
+    return ModelPackage.load(directory)

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/dev/setup.sh
+bash deploy/dev/setup-test-envs.sh
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
