@@ -134,36 +134,45 @@ class Builder:
 def _reduce_to(b: Builder, grad: str, shape: tuple, out_rank: int) -> str:
     """Sum a gradient over the axes a parameter of `shape` was broadcast along."""
     lead = out_rank - len(shape)
-    axes = list(range(lead)) + [lead + i for i, d in enumerate(shape) if d == 1]
-    if not axes:
-        return grad
-    reduced = b.op("ReduceSum", [grad, b.const(np.array(axes, np.int64), "axes", np.int64)], "reduce", keepdims=1)
+    kept = [lead + i for i, d in enumerate(shape) if d == 1]
     if lead:
-        reduced = b.op("Reshape", [reduced, b.const(np.array(shape, np.int64), "shape", np.int64)], "reshape")
-    return reduced
+        grad = b.op("ReduceSum", [grad, b.const(np.arange(lead, dtype=np.int64), "axes", np.int64)], "reduce", keepdims=0)
+    if kept:
+        grad = b.op("ReduceSum", [grad, b.const(np.array(kept, np.int64) - lead, "axes", np.int64)], "reduce", keepdims=1)
+    return grad
 
 
-def _emit_loss(b: Builder, loss: str, z: str, labels: str, width: int, names: dict) -> tuple[str, str]:
-    """Loss (scalar, mean over the batch) and its gradient with respect to the model output z."""
+def targets(b: Builder, loss: str, labels: str, width: int) -> str:
+    """What the loss compares the output with: one-hot rows for cross-entropy, the labels otherwise."""
     if loss == "cross-entropy":
-        value = b.op("SoftmaxCrossEntropyLoss", [z, labels], out_names=[names.get("loss") or b.fresh("loss")], reduction="mean")
-        batch = b.op("Cast", [b.op("Gather", [b.op("Shape", [z]), b.const(np.array(0, np.int64), "zero", np.int64)])], "batch", to=TensorProto.FLOAT)
-        onehot = b.op("OneHot", [labels, b.const(np.array(width, np.int64), "depth", np.int64), b.const([0.0, 1.0], "onoff")], "onehot")
-        grad = b.op("Div", [b.op("Sub", [b.op("Softmax", [z], axis=1), onehot]), batch], "dlogits")
-        return value, grad
-    count = b.op("Cast", [b.op("Size", [z])], "count", to=TensorProto.FLOAT)
+        return b.op("OneHot", [labels, b.const(np.array(width, np.int64), "depth", np.int64), b.const([0.0, 1.0], "onoff")], "onehot")
+    return labels
+
+
+def loss_factors(b: Builder, loss: str, label_count: str) -> tuple[str, str]:
+    """(loss factor, gradient factor) for a batch with `label_count` label elements (float scalar):
+    mean loss = loss_sum * loss factor; dL/dz = raw gradient * gradient factor."""
+    inverse = b.op("Reciprocal", [label_count], "inv_count")
+    if loss == "cross-entropy":
+        return b.op("Neg", [inverse], "loss_factor"), inverse
     if loss == "mse":
-        diff = b.op("Sub", [z, labels], "diff")
-        total = b.op("ReduceSum", [b.op("Mul", [diff, diff])], keepdims=0)
-        value = b.op("Div", [total, count], out_names=[names.get("loss") or b.fresh("loss")])
-        grad = b.op("Div", [b.op("Mul", [diff, b.const(2.0, "two")]), count], "dlogits")
-        return value, grad
-    if loss == "binary-cross-entropy":  # on logits: mean(max(z,0) - z*t + log(1 + exp(-|z|)))
+        return inverse, b.op("Mul", [inverse, b.const(2.0, "two")], "grad_factor")
+    return inverse, inverse
+
+
+def _emit_loss(b: Builder, loss: str, z: str, target: str) -> tuple[str, str]:
+    """(loss summed over the batch, up to its factor; raw gradient with respect to the output z)."""
+    if loss == "cross-entropy":  # one LogSoftmax serves the loss and, through Exp, the gradient
+        log_probs = b.op("LogSoftmax", [z], "logp", axis=1)
+        return (b.op("ReduceSum", [b.op("Mul", [target, log_probs])], "sum_logp", keepdims=0),
+                b.op("Sub", [b.op("Exp", [log_probs], "probs"), target], "dlogits_raw"))
+    if loss == "mse":
+        diff = b.op("Sub", [z, target], "diff")
+        return b.op("ReduceSum", [b.op("Mul", [diff, diff])], "sum_sq", keepdims=0), diff
+    if loss == "binary-cross-entropy":  # on logits: max(z,0) - z*t + log(1 + exp(-|z|))
         stable = b.op("Log", [b.op("Add", [b.const(1.0, "one"), b.op("Exp", [b.op("Neg", [b.op("Abs", [z])])])])])
-        terms = b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, labels])]), stable])
-        value = b.op("Div", [b.op("ReduceSum", [terms], keepdims=0), count], out_names=[names.get("loss") or b.fresh("loss")])
-        grad = b.op("Div", [b.op("Sub", [b.op("Sigmoid", [z]), labels]), count], "dlogits")
-        return value, grad
+        terms = b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, target])]), stable])
+        return b.op("ReduceSum", [terms], "sum_bce", keepdims=0), b.op("Sub", [b.op("Sigmoid", [z]), target], "dlogits_raw")
     raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
 
 
@@ -194,21 +203,20 @@ def _backward(b: Builder, fwd: ForwardGraph, env: dict, dz: str) -> dict[str, st
             if a in needs:
                 add(a, b.op("MatMul", [dy, x[1] if trans_b else b.op("Transpose", [x[1]])], "dA"))
             if w in needs:
-                dw = b.op("MatMul", [b.op("Transpose", [dy]), x[0]]) if trans_b else b.op("MatMul", [b.op("Transpose", [x[0]]), dy])
-                add(w, dw)
+                add(w, b.op("Gemm", [dy, x[0]] if trans_b else [x[0], dy], "dW", transA=1))
             if len(node.input) > 2 and node.input[2] in needs:
                 add(node.input[2], _reduce_to(b, dy, fwd.params[node.input[2]], 2))
         elif op == "MatMul":
             if node.input[0] in needs:
                 add(node.input[0], b.op("MatMul", [dy, b.op("Transpose", [x[1]])], "dA"))
             if node.input[1] in needs:
-                add(node.input[1], b.op("MatMul", [b.op("Transpose", [x[0]]), dy], "dB"))
+                add(node.input[1], b.op("Gemm", [x[0], dy], "dB", transA=1))
         elif op == "Add":
             for name in node.input:
                 if name in needs:
                     add(name, _reduce_to(b, dy, fwd.params[name], 2) if name in fwd.params else dy)
-        elif op == "Relu":
-            add(node.input[0], b.op("Mul", [dy, b.op("Cast", [b.op("Greater", [x[0], b.const(0.0, "zero")])], to=TensorProto.FLOAT)], "drelu"))
+        elif op == "Relu":  # relu'(x) = sign(relu(x)): 1 where x > 0, else 0
+            add(node.input[0], b.op("Mul", [dy, b.op("Sign", [env[node.output[0]]])], "drelu"))
         elif op == "Tanh":
             y = env[node.output[0]]
             add(node.input[0], b.op("Mul", [dy, b.op("Sub", [b.const(1.0, "one"), b.op("Mul", [y, y])])], "dtanh"))
@@ -249,15 +257,36 @@ def _emit_optimizer(b: Builder, opt: Optimizer, params: dict, grads: dict, state
             key = f"{p}.momentum"
             direction = b.op("Add", [b.op("Mul", [b.const(opt.momentum, "mu"), state[key]]), g], out_names=[name(key) or b.fresh("velocity")])
             new_state[key] = direction
-        else:
-            direction = g
+        else:  # plain SGD: the learning rate is already folded into the gradients (see emit_step)
+            new_params[p] = _subtract(b, value, g, name(p) or b.fresh(p))
+            continue
         new_params[p] = b.op("Sub", [value, b.op("Mul", [lr, direction])], out_names=[name(p) or b.fresh(p)])
     return new_params, new_state
 
 
+def _subtract(b: Builder, value: str, grad: str, out: str) -> str:
+    """value - grad; when grad is a lone Gemm(A, B, transA=1), one Gemm(A, B, value, alpha=-1, beta=1)."""
+    producer = next((n for n in b.nodes if grad in n.output), None)
+    consumers = [n for n in b.nodes if grad in n.input]
+    attrs = {a.name: helper.get_attribute_value(a) for a in producer.attribute} if producer is not None else {}
+    if producer is not None and producer.op_type == "Gemm" and len(producer.input) == 2 and not consumers and attrs == {"transA": 1}:
+        b.nodes.remove(producer)
+        return b.op("Gemm", [*producer.input, value], out_names=[out], transA=1, alpha=-1.0, beta=1.0)
+    return b.op("Sub", [value, grad], out_names=[out])
+
+
+def folds_learning_rate(opt: Optimizer) -> bool:
+    """Plain SGD takes lr * dL/dz once, instead of lr * dL/dp for every parameter."""
+    return opt.kind == "sgd" and not opt.momentum
+
+
 def emit_step(b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: dict, out_names: dict) -> tuple[str, dict, dict]:
-    """Forward, loss, backward and optimizer for one batch. `inputs` maps params, state names and
-    'features', 'labels', 'learning_rate' to tensor names; `out_names` optionally fixes output names."""
+    """Forward, loss, backward and optimizer for one batch; returns (loss sum, new params, new state).
+
+    `inputs` maps every parameter and state name, and 'features', 'targets' (see `targets`),
+    'grad_scale' (the gradient factor, times the learning rate where `folds_learning_rate`) and
+    'learning_rate' to tensor names; `out_names` optionally fixes output names.
+    """
     env = {fwd.features: inputs["features"]}
     env.update({p: inputs[p] for p in fwd.params})
     for name, value in fwd.constants.items():
@@ -267,8 +296,8 @@ def emit_step(b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: 
         b.nodes.append(helper.make_node(node.op_type, [env[i] for i in node.input], outs, name=b.fresh(node.op_type),
                                         **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
         env.update(zip(node.output, outs))
-    loss_value, dz = _emit_loss(b, loss, env[fwd.output], inputs["labels"], fwd.output_width, out_names)
-    grads = _backward(b, fwd, env, dz)
+    loss_sum, raw = _emit_loss(b, loss, env[fwd.output], inputs["targets"])
+    grads = _backward(b, fwd, env, b.op("Mul", [raw, inputs["grad_scale"]], "dlogits"))
     state = {s: inputs[s] for s in opt.state_shapes(fwd.params)}
     new_params, new_state = _emit_optimizer(b, opt, {p: inputs[p] for p in fwd.params}, grads, state, inputs["learning_rate"], out_names)
-    return loss_value, new_params, new_state
+    return loss_sum, new_params, new_state

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .compiler import LOSSES, Builder, ForwardGraph, Optimizer, emit_step
+from .compiler import LOSSES, Builder, ForwardGraph, Optimizer, emit_step, folds_learning_rate, loss_factors, targets
 from .model_zoo import IR_VERSION, OPSET
 
 MANIFEST_FORMAT = 1
@@ -39,9 +39,15 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     state_shapes = opt.state_shapes(fwd.params)
     b = Builder()
     inputs = {p: p for p in fwd.params} | {s: s for s in state_shapes}
-    inputs |= {"features": "features", "labels": "labels", "learning_rate": "learning_rate"}
-    out_names = {"loss": "loss"} | {p: f"{p}.new" for p in fwd.params} | {s: f"{s}.new" for s in state_shapes}
-    loss_value, new_params, new_state = emit_step(b, fwd, loss, opt, inputs, out_names)
+    inputs |= {"features": "features", "learning_rate": "learning_rate", "targets": targets(b, loss, "labels", fwd.output_width)}
+    count = b.op("Cast", [b.op("Size", ["labels"])], "label_count", to=TensorProto.FLOAT)
+    loss_factor, grad_factor = loss_factors(b, loss, count)
+    if folds_learning_rate(opt):
+        grad_factor = b.op("Mul", [grad_factor, "learning_rate"], "lr_scale")
+    inputs["grad_scale"] = grad_factor
+    out_names = {p: f"{p}.new" for p in fwd.params} | {s: f"{s}.new" for s in state_shapes}
+    loss_sum, new_params, new_state = emit_step(b, fwd, loss, opt, inputs, out_names)
+    b.op("Mul", [loss_sum, loss_factor], out_names=["loss"])
     labels_info, label_dtype, label_shape = _labels_info(loss, "labels", fwd.output_width)
     graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [_float_info(s, sh) for s, sh in state_shapes.items()]
     graph_inputs += [_float_info("features", ["batch", feature_width]), labels_info, _float_info("learning_rate", [])]
@@ -50,7 +56,7 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     model = _model(helper.make_graph(b.nodes, "train_step", graph_inputs, graph_outputs))
     interface = {
         "inputs": {"features": "features", "labels": "labels", "learning_rate": "learning_rate"},
-        "outputs": {"loss": loss_value, "new_params": new_params, "new_state": new_state},
+        "outputs": {"loss": "loss", "new_params": new_params, "new_state": new_state},
         "label_dtype": label_dtype,
         "label_shape": label_shape,
     }
@@ -58,24 +64,34 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
 
 
 def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: int) -> tuple[onnx.ModelProto, dict]:
-    """One call per epoch: an ONNX Loop over the batches of pre-shuffled features and labels."""
+    """Many steps in one call: an ONNX Loop over the full batches of pre-shuffled data.
+
+    `features` holds K * batch_size rows (the caller runs a final partial batch with
+    train_step.onnx). Everything that does not change between batches (one-hot targets, loss and
+    gradient factors) is computed once, outside the loop; each iteration gathers its batch.
+    """
     state_shapes = opt.state_shapes(fwd.params)
     carried = list(fwd.params) + list(state_shapes)
     shapes = {**fwd.params, **state_shapes}
+    width = fwd.output_width
     outer = Builder()
-    zero = outer.const(np.array(0, np.int64), "zero", np.int64)
-    n = outer.op("Gather", [outer.op("Shape", ["features"]), zero], "n")
-    trips = outer.op("Div", [outer.op("Sub", [outer.op("Add", [n, "batch_size"]), outer.const(np.array(1, np.int64), "one", np.int64)]), "batch_size"], "trips")
+    i64 = lambda v, hint: outer.const(np.array(v, np.int64), hint, np.int64)
+    batch = outer.op("Unsqueeze", ["batch_size", i64([0], "axis0")], "batch1d")
+    x3 = outer.op("Reshape", ["features", outer.op("Concat", [i64([-1], "minus1"), batch, i64([feature_width], "width")], axis=0)], "x3")
+    t3 = outer.op("Reshape", [targets(outer, loss, "labels", width), outer.op("Concat", [i64([-1], "minus1"), batch, i64([width], "outputs")], axis=0)], "t3")
+    trips = outer.op("Gather", [outer.op("Shape", [x3]), i64(0, "zero")], "trips")
+    rows = outer.op("Cast", ["batch_size"], "rows", to=TensorProto.FLOAT)
+    count = rows if loss == "cross-entropy" else outer.op("Mul", [rows, outer.const(float(width), "width_f")], "label_count")
+    loss_factor, grad_factor = loss_factors(outer, loss, count)
+    if folds_learning_rate(opt):
+        grad_factor = outer.op("Mul", [grad_factor, "learning_rate"], "lr_scale")
 
     body = Builder("body/")
-    start = body.op("Unsqueeze", [body.op("Mul", ["body/i", "batch_size"]), body.const(np.array([0], np.int64), "ax", np.int64)], "start")
-    end = body.op("Add", [start, body.op("Unsqueeze", ["batch_size", body.const(np.array([0], np.int64), "ax", np.int64)])], "end")
-    axes = body.const(np.array([0], np.int64), "axes", np.int64)
     inputs = {k: f"body/{k}.in" for k in carried}
-    inputs["features"] = body.op("Slice", ["features", start, end, axes], "xb")
-    inputs["labels"] = body.op("Slice", ["labels", start, end, axes], "yb")
-    inputs["learning_rate"] = "learning_rate"
-    loss_value, new_params, new_state = emit_step(body, fwd, loss, opt, inputs, {})
+    inputs["features"] = body.op("Gather", [x3, "body/i"], "xb", axis=0)
+    inputs["targets"] = body.op("Gather", [t3, "body/i"], "tb", axis=0)
+    inputs |= {"learning_rate": "learning_rate", "grad_scale": grad_factor}
+    loss_sum, new_params, new_state = emit_step(body, fwd, loss, opt, inputs, {})
     body.op("Identity", ["body/cond"], out_names=["body/cond.out"])
     new = {**new_params, **new_state}
     body_graph = helper.make_graph(
@@ -83,11 +99,12 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
         [helper.make_tensor_value_info("body/i", TensorProto.INT64, []), helper.make_tensor_value_info("body/cond", TensorProto.BOOL, [])]
         + [_float_info(inputs[k], shapes[k]) for k in carried],
         [helper.make_tensor_value_info("body/cond.out", TensorProto.BOOL, [])] + [_float_info(new[k], shapes[k]) for k in carried]
-        + [_float_info(loss_value, [])],
+        + [_float_info(loss_sum, [])],
     )
-    outputs = [f"{k}.new" for k in carried] + ["losses"]
+    outputs = [f"{k}.new" for k in carried] + ["loss_sums"]
     outer.op("Loop", [trips, ""] + carried, out_names=outputs, outputs=len(outputs), body=body_graph)
-    labels_info, _, _ = _labels_info(loss, "labels", fwd.output_width, batch="n")
+    outer.op("Mul", ["loss_sums", loss_factor], out_names=["losses"])
+    labels_info, _, _ = _labels_info(loss, "labels", width, batch="n")
     graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [_float_info(s, sh) for s, sh in state_shapes.items()]
     graph_inputs += [_float_info("features", ["n", feature_width]), labels_info, _float_info("learning_rate", []),
                      helper.make_tensor_value_info("batch_size", TensorProto.INT64, [])]
@@ -97,6 +114,7 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
         "inputs": {"features": "features", "labels": "labels", "learning_rate": "learning_rate", "batch_size": "batch_size"},
         "outputs": {"losses": "losses", "new_params": {p: f"{p}.new" for p in fwd.params},
                     "new_state": {s: f"{s}.new" for s in state_shapes}},
+        "rows": "a whole number of batches: batch_size * K rows; run the rest with train_step",
     }
     return model, interface
 

@@ -128,56 +128,50 @@ def _zero_state(manifest: dict) -> dict[str, np.ndarray]:
 
 
 class PortableTrainer(_Evaluator):
-    """Runs train_step.onnx (or, fused, train_epoch.onnx) in the stock InferenceSession."""
+    """Runs train_step.onnx per batch in the stock InferenceSession; fused, train_epoch.onnx runs
+    all full batches of an epoch in one call (an ONNX Loop) and train_step.onnx the rest."""
 
     def __init__(self, package: ModelPackage, *, fused: bool = False, threads: int = 1):
         super().__init__(package, threads)
         self.fused = fused
         self.backend = "fused" if fused else "portable"
+        options, providers = session_options(threads), ["CPUExecutionProvider"]
         m = package.manifest
-        io = m["epoch"] if fused else m
-        self._session = ort.InferenceSession(str(package.path("train_epoch" if fused else "train_step")), session_options(threads),
-                                             providers=["CPUExecutionProvider"])
-        self._inputs = io["inputs"]
-        self._new_params = [io["outputs"]["new_params"][p] for p in m["params"]]
-        self._new_state = [io["outputs"]["new_state"][s] for s in m["state"]]
-        self._loss = io["outputs"]["losses" if fused else "loss"]
+        self._step = ort.InferenceSession(str(package.path("train_step")), options, providers=providers)
+        self._epoch = ort.InferenceSession(str(package.path("train_epoch")), options, providers=providers) if fused else None
+        self._carried = list(m["params"]) + list(m["state"])
+        out = m["outputs"]
+        self._step_outputs = [out["loss"]] + [out["new_params"][p] for p in m["params"]] + [out["new_state"][k] for k in m["state"]]
+        out = m["epoch"]["outputs"]
+        self._epoch_outputs = [out["losses"]] + [out["new_params"][p] for p in m["params"]] + [out["new_state"][k] for k in m["state"]]
 
     def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
         m = self.package.manifest
         x = np.ascontiguousarray(features, dtype=np.float32)
         y = self.package.labels(labels)
-        params = {p: np.asarray(params[p], np.float32) for p in m["params"]}
-        state = _zero_state(m)
-        outputs = [self._loss] + self._new_params + self._new_state
-        lr = np.array(learning_rate, np.float32)
+        feeds = {p: np.asarray(params[p], np.float32) for p in m["params"]} | _zero_state(m)
+        feeds[m["inputs"]["learning_rate"]] = np.array(learning_rate, np.float32)
+        epoch_io = m["epoch"]["inputs"]
+        full = (len(x) // batch_size) * batch_size if self.fused else 0
         losses, steps, started = [], 0, time.perf_counter()
         for order in epoch_order(len(x), epochs, seed):
-            if self.fused:
-                feeds = {**params, **state, self._inputs["features"]: x[order], self._inputs["labels"]: y[order],
-                         self._inputs["learning_rate"]: lr, self._inputs["batch_size"]: np.array(batch_size, np.int64)}
-                result = self._session.run(outputs, feeds)
-                batch_losses = result[0]
-                steps += len(batch_losses)
-                params, state = self._unpack(result[1:])
-                losses.append(float(np.mean(batch_losses)))
-                continue
-            epoch_loss = []
-            for start in range(0, len(x), batch_size):
-                idx = order[start:start + batch_size]
-                feeds = {**params, **state, self._inputs["features"]: x[idx], self._inputs["labels"]: y[idx],
-                         self._inputs["learning_rate"]: lr}
-                result = self._session.run(outputs, feeds)
-                epoch_loss.append(float(result[0]))
-                params, state = self._unpack(result[1:])
-                steps += 1
-            losses.append(float(np.mean(epoch_loss)))
-        return FitResult(params, losses, steps, time.perf_counter() - started)
-
-    def _unpack(self, values):
-        m = self.package.manifest
-        n = len(m["params"])
-        return dict(zip(m["params"], values[:n])), dict(zip(m["state"], values[n:]))
+            xe, ye = x[order], y[order]  # one gather per epoch; batches are then contiguous views
+            batch_losses = []
+            if full:
+                result = self._epoch.run(self._epoch_outputs, {
+                    **{k: feeds[k] for k in self._carried}, epoch_io["features"]: xe[:full], epoch_io["labels"]: ye[:full],
+                    epoch_io["learning_rate"]: feeds[m["inputs"]["learning_rate"]], epoch_io["batch_size"]: np.array(batch_size, np.int64)})
+                batch_losses.extend(result[0])
+                feeds.update(zip(self._carried, result[1:]))
+            for start in range(full, len(x), batch_size):
+                feeds[m["inputs"]["features"]] = xe[start:start + batch_size]
+                feeds[m["inputs"]["labels"]] = ye[start:start + batch_size]
+                result = self._step.run(self._step_outputs, feeds)
+                batch_losses.append(result[0])
+                feeds.update(zip(self._carried, result[1:]))
+            steps += len(batch_losses)
+            losses.append(float(np.mean(batch_losses)))
+        return FitResult({p: feeds[p] for p in m["params"]}, losses, steps, time.perf_counter() - started)
 
 
 class OrtTrainingTrainer(_Evaluator):
@@ -209,10 +203,10 @@ class OrtTrainingTrainer(_Evaluator):
         y = self.package.labels(labels)
         losses, steps, started = [], 0, time.perf_counter()
         for order in epoch_order(len(x), epochs, seed):
+            xe, ye = x[order], y[order]
             epoch_loss = []
             for start in range(0, len(x), batch_size):
-                idx = order[start:start + batch_size]
-                epoch_loss.append(float(module(x[idx], y[idx])))
+                epoch_loss.append(float(module(xe[start:start + batch_size], ye[start:start + batch_size])))
                 optimizer.step()
                 module.lazy_reset_grad()
                 steps += 1
