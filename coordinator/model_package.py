@@ -63,12 +63,13 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     return model, interface
 
 
-def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: int) -> tuple[onnx.ModelProto, dict]:
+def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: int, unroll: int = 2) -> tuple[onnx.ModelProto, dict]:
     """Many steps in one call: an ONNX Loop over the full batches of pre-shuffled data.
 
-    `features` holds K * batch_size rows (the caller runs a final partial batch with
-    train_step.onnx). Everything that does not change between batches (one-hot targets, loss and
-    gradient factors) is computed once, outside the loop; each iteration gathers its batch.
+    `features` holds K * unroll * batch_size rows (the caller runs the rest with train_step.onnx).
+    Everything that does not change between batches (one-hot targets, loss and gradient factors)
+    is computed once, outside the loop; each iteration gathers `unroll` batches and runs that many
+    steps, which spreads the Loop's own cost per iteration over several steps.
     """
     state_shapes = opt.state_shapes(fwd.params)
     carried = list(fwd.params) + list(state_shapes)
@@ -77,9 +78,9 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
     outer = Builder()
     i64 = lambda v, hint: outer.const(np.array(v, np.int64), hint, np.int64)
     batch = outer.op("Unsqueeze", ["batch_size", i64([0], "axis0")], "batch1d")
-    x3 = outer.op("Reshape", ["features", outer.op("Concat", [i64([-1], "minus1"), batch, i64([feature_width], "width")], axis=0)], "x3")
-    t3 = outer.op("Reshape", [targets(outer, loss, "labels", width), outer.op("Concat", [i64([-1], "minus1"), batch, i64([width], "outputs")], axis=0)], "t3")
-    trips = outer.op("Gather", [outer.op("Shape", [x3]), i64(0, "zero")], "trips")
+    x4 = outer.op("Reshape", ["features", outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([feature_width], "width")], axis=0)], "x4")
+    t4 = outer.op("Reshape", [targets(outer, loss, "labels", width), outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([width], "outputs")], axis=0)], "t4")
+    trips = outer.op("Gather", [outer.op("Shape", [x4]), i64(0, "zero")], "trips")
     rows = outer.op("Cast", ["batch_size"], "rows", to=TensorProto.FLOAT)
     count = rows if loss == "cross-entropy" else outer.op("Mul", [rows, outer.const(float(width), "width_f")], "label_count")
     loss_factor, grad_factor = loss_factors(outer, loss, count)
@@ -87,23 +88,34 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
         grad_factor = outer.op("Mul", [grad_factor, "learning_rate"], "lr_scale")
 
     body = Builder("body/")
-    inputs = {k: f"body/{k}.in" for k in carried}
-    inputs["features"] = body.op("Gather", [x3, "body/i"], "xb", axis=0)
-    inputs["targets"] = body.op("Gather", [t3, "body/i"], "tb", axis=0)
-    inputs |= {"learning_rate": "learning_rate", "grad_scale": grad_factor}
-    loss_sum, new_params, new_state = emit_step(body, fwd, loss, opt, inputs, {})
+    xs = body.op("Gather", [x4, "body/i"], "xs", axis=0)
+    ts = body.op("Gather", [t4, "body/i"], "ts", axis=0)
+    carried_in = {k: f"body/{k}.in" for k in carried}
+    current = dict(carried_in)
+    sums = []
+    for j in range(unroll):
+        index = body.const(np.array(j, np.int64), "j", np.int64)
+        inputs = dict(current)
+        inputs["features"] = body.op("Gather", [xs, index], "xb", axis=0)
+        inputs["targets"] = body.op("Gather", [ts, index], "tb", axis=0)
+        inputs |= {"learning_rate": "learning_rate", "grad_scale": grad_factor}
+        loss_sum, new_params, new_state = emit_step(body, fwd, loss, opt, inputs, {})
+        sums.append(body.op("Unsqueeze", [loss_sum, body.const(np.array([0], np.int64), "ax", np.int64)], "sum1d"))
+        current = {**new_params, **new_state}
+    loss_sum = body.op("Concat", sums, "sums", axis=0)
     body.op("Identity", ["body/cond"], out_names=["body/cond.out"])
-    new = {**new_params, **new_state}
+    new = current
     body_graph = helper.make_graph(
         body.nodes, "epoch_body",
         [helper.make_tensor_value_info("body/i", TensorProto.INT64, []), helper.make_tensor_value_info("body/cond", TensorProto.BOOL, [])]
-        + [_float_info(inputs[k], shapes[k]) for k in carried],
+        + [_float_info(carried_in[k], shapes[k]) for k in carried],
         [helper.make_tensor_value_info("body/cond.out", TensorProto.BOOL, [])] + [_float_info(new[k], shapes[k]) for k in carried]
-        + [_float_info(loss_sum, [])],
+        + [_float_info(loss_sum, [unroll])],
     )
     outputs = [f"{k}.new" for k in carried] + ["loss_sums"]
     outer.op("Loop", [trips, ""] + carried, out_names=outputs, outputs=len(outputs), body=body_graph)
-    outer.op("Mul", ["loss_sums", loss_factor], out_names=["losses"])
+    flat = outer.op("Reshape", ["loss_sums", i64([-1], "flat")], "loss_sums_flat")
+    outer.op("Mul", [flat, loss_factor], out_names=["losses"])
     labels_info, _, _ = _labels_info(loss, "labels", width, batch="n")
     graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [_float_info(s, sh) for s, sh in state_shapes.items()]
     graph_inputs += [_float_info("features", ["n", feature_width]), labels_info, _float_info("learning_rate", []),
@@ -114,7 +126,8 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
         "inputs": {"features": "features", "labels": "labels", "learning_rate": "learning_rate", "batch_size": "batch_size"},
         "outputs": {"losses": "losses", "new_params": {p: f"{p}.new" for p in fwd.params},
                     "new_state": {s: f"{s}.new" for s in state_shapes}},
-        "rows": "a whole number of batches: batch_size * K rows; run the rest with train_step",
+        "steps_per_iteration": unroll,
+        "rows": "a multiple of batch_size * steps_per_iteration; run the remaining batches with train_step",
     }
     return model, interface
 
