@@ -46,9 +46,16 @@ class ModelPackage:
 
     def labels(self, labels: np.ndarray) -> np.ndarray:
         """Labels in the dtype and shape the graphs take."""
+        width = self.manifest["num_outputs"]
         if self.manifest["label_dtype"] == "int64":
-            return np.asarray(labels, dtype=np.int64).reshape(-1)
-        return np.asarray(labels, dtype=np.float32).reshape(len(labels), self.manifest["num_outputs"])
+            labels = np.asarray(labels).reshape(-1)
+            if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= width):
+                raise ValueError(f"class labels must be integers in [0, {width})")
+            return labels.astype(np.int64)
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.size != len(labels) * width:
+            raise ValueError(f"labels must have {width} value(s) per sample")
+        return labels.reshape(len(labels), width)
 
     @property
     def ort_artifacts(self) -> Path:

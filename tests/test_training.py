@@ -273,3 +273,14 @@ def test_portable_equals_official_training_api(tmp_path, digits, ort_python, spe
         np.testing.assert_allclose(official[p], portable.params[p], rtol=1e-4, atol=1e-5, err_msg=p)
     np.testing.assert_allclose(report["losses"], portable.epoch_losses, rtol=1e-4)
     assert portable.epoch_losses[-1] < portable.epoch_losses[0]
+
+
+def test_bad_labels_are_refused(tmp_path):
+    package = build_package(tmp_path, "logreg:4-3")
+    trainer = make_trainer(package, "portable")
+    x = np.zeros((2, 4), np.float32)
+    for bad in (np.array([0, 3]), np.array([-1, 0]), np.array([0.5, 1.0])):
+        with pytest.raises(ValueError, match=r"\[0, 3\)"):
+            trainer.fit(package.initial_params(), x, bad, epochs=1, batch_size=2, learning_rate=0.1, seed=0)
+    with pytest.raises(ValueError, match="backend"):
+        make_trainer(package, "gpu")
