@@ -11,7 +11,7 @@ from edge_sdk.errors import ProtocolError, Reason
 from edge_sdk.params import encode_model
 from edge_sdk.validation import BlockState, is_better, validate_block, validate_genesis
 
-from .store import connect
+from edge_sdk.store import connect
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,15 @@ from edge_sdk.block import make_genesis, make_update
 from edge_sdk.chain import now_ms
 from edge_sdk.keys import Identity
 from edge_sdk.params import to_fixed
-from edge_sdk.task import ChainParams, Task
+from edge_sdk.cert import issue_certificate
+from edge_sdk.task import ChainParams, MinerInfo, Task
 from edge_sdk.work import target_for_hashes
 
 from .mining import build_block
-from .store import ChainStore
+from edge_sdk.store import ChainStore
 
 
-def demo_task(coordinator: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50) -> Task:
+def demo_task(coordinator: Identity, miner: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50) -> Task:
     chain = ChainParams(
         pow_limit=target_for_hashes(16),
         initial_target=target_for_hashes(1024),
@@ -29,7 +30,8 @@ def demo_task(coordinator: Identity, *, features: int = 64, classes: int = 10, i
         retarget_window=4,
     )
     initial = {"W": np.zeros((features, classes), np.float32), "b": np.zeros((classes,), np.float32)}
-    return Task("demo", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 1000)
+    return Task("demo", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 1000,
+                miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
 
 
 def build_demo_chain(
@@ -42,18 +44,19 @@ def build_demo_chain(
     try:
         store = ChainStore(db_path)
     except ValueError:
-        store = ChainStore(db_path, make_genesis(coordinator, demo_task(coordinator)))
+        store = ChainStore(db_path, make_genesis(coordinator, demo_task(coordinator, miner)))
     task = store.task
+    certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=now_ms() + 86_400_000) for d in members]
     rng = np.random.default_rng(seed + store.tip.header.height)
     for _ in range(blocks):
         tip = store.tip
         updates = [
             make_update(
-                device, task, tip.hash, int(rng.integers(50, 500)),
+                device, task, cert, tip.hash, int(rng.integers(50, 500)),
                 {name: (rng.standard_normal(shape) * 0.01).astype(np.float32) for name, shape in task.shapes.items()},
                 now_ms(),
             )
-            for device in members
+            for device, cert in zip(members, certs)
         ]
         raw = build_block(identity=miner, task=task, chain=store, parent=tip, update_bytes=updates, now_ms=now_ms())
         state, _ = store.add(raw)

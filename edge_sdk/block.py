@@ -17,6 +17,7 @@ from .errors import ProtocolError, Reason
 from .keys import Identity
 from .merkle import merkle_root
 from .params import Model, model_hash
+from .cert import Certificate
 from .task import MAX_SAMPLES, Task
 
 HEADER_VERSION = 1
@@ -73,6 +74,7 @@ class Update:
     samples: int
     timestamp_ms: int
     delta: dict[str, np.ndarray]
+    cert: Certificate
 
     @property
     def device(self) -> bytes:
@@ -87,7 +89,7 @@ class Update:
         """Verify signature and shape rules that need no chain state; raise ProtocolError."""
         env = envelope.open_envelope(raw, expect="update", max_bytes=task.chain.max_update_bytes)
         body = env.body
-        keys = {"task", "base", "samples", "ts", "delta"}
+        keys = {"task", "base", "samples", "ts", "delta", "cert"}
         if not isinstance(body, dict) or set(body) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"update body must have exactly {sorted(keys)}")
         if body["task"] != task.id:
@@ -99,8 +101,15 @@ class Update:
             raise ProtocolError(Reason.BAD_SAMPLE_COUNT, f"samples must be in [1, {MAX_SAMPLES}]")
         if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
             raise ProtocolError(Reason.BAD_BODY, "ts must be a non-negative integer")
+        cert = Certificate.parse(body["cert"], task) if isinstance(body["cert"], bytes) else None
+        if cert is None or cert.device != env.signer:
+            raise ProtocolError(Reason.BAD_CERT, "the update's certificate is not its signer's")
+        if samples > cert.quota:
+            raise ProtocolError(Reason.OVER_QUOTA, f"{samples} samples > quota {cert.quota}")
+        if ts > cert.expires_ms:
+            raise ProtocolError(Reason.CERT_EXPIRED, "the certificate expired before the update was made")
         delta = _parse_delta(body["delta"], task)
-        return cls(env, body["task"], body["base"], samples, ts, delta)
+        return cls(env, body["task"], body["base"], samples, ts, delta, cert)
 
 
 def _parse_delta(value, task: Task) -> dict[str, np.ndarray]:
@@ -123,8 +132,9 @@ def _parse_delta(value, task: Task) -> dict[str, np.ndarray]:
     return delta
 
 
-def make_update(identity: Identity, task: Task, base: bytes, samples: int, delta: dict[str, np.ndarray], timestamp_ms: int) -> bytes:
+def make_update(identity: Identity, task: Task, cert: bytes, base: bytes, samples: int, delta: dict[str, np.ndarray], timestamp_ms: int) -> bytes:
     body = {
+        "cert": cert,
         "task": task.id,
         "base": base,
         "samples": int(samples),

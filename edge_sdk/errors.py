@@ -22,6 +22,13 @@ class Reason(str, Enum):
     NON_FINITE = "non_finite"
     OUT_OF_RANGE = "out_of_range"
     BAD_SAMPLE_COUNT = "bad_sample_count"
+    BAD_CERT = "bad_cert"
+    CERT_EXPIRED = "cert_expired"
+    OVER_QUOTA = "over_quota"
+    # miner policy (not block rules)
+    REPLAY = "replay"
+    REVOKED = "revoked"
+    DUPLICATE_IN_POOL = "duplicate_in_pool"
     # blocks and chain
     UNKNOWN_PARENT = "unknown_parent"
     BAD_HEIGHT = "bad_height"

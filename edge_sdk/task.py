@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import codec
@@ -73,13 +73,98 @@ class ChainParams:
             raise ProtocolError(Reason.BAD_BODY, "chain params: " + "; ".join(problems))
 
 
+def _fields_from_wire(cls, value: Any, where: str, kinds: dict[str, type]) -> dict:
+    """Check a map has exactly the fields of `kinds`, each of its type; return them."""
+    if not isinstance(value, dict) or set(value) != set(kinds):
+        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise ProtocolError(Reason.BAD_BODY, f"{where}: expected fields {sorted(kinds)}, got {got}")
+    for name, kind in kinds.items():
+        item = value[name]
+        ok = isinstance(item, (int, float)) and not isinstance(item, bool) if kind is float else isinstance(item, kind) and not isinstance(item, bool)
+        if not ok:
+            raise ProtocolError(Reason.BAD_BODY, f"{where}: {name} must be {kind.__name__}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Local training every device runs per round."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    learning_rate: float = 0.1
+
+    def to_wire(self) -> dict:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": float(self.learning_rate)}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "TrainingParams":
+        params = cls(**_fields_from_wire(cls, value, "training", {"epochs": int, "batch_size": int, "learning_rate": float}))
+        if params.epochs < 1 or params.batch_size < 1 or not params.learning_rate > 0:
+            raise ProtocolError(Reason.BAD_BODY, "training: epochs and batch_size must be >= 1, learning_rate > 0")
+        return params
+
+
+@dataclass(frozen=True)
+class RoundRules:
+    """When a miner stops waiting for updates and mines (miner policy, not a block rule)."""
+
+    min_updates: int = 1
+    max_wait_ms: int = 30_000
+
+    def to_wire(self) -> dict:
+        return {"min_updates": self.min_updates, "max_wait_ms": self.max_wait_ms}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "RoundRules":
+        rules = cls(**_fields_from_wire(cls, value, "rounds", {"min_updates": int, "max_wait_ms": int}))
+        if rules.min_updates < 1 or rules.max_wait_ms < 0:
+            raise ProtocolError(Reason.BAD_BODY, "rounds: min_updates must be >= 1, max_wait_ms >= 0")
+        return rules
+
+
+@dataclass(frozen=True)
+class RewardRules:
+    """Ledger credits: `mining` per block to its miner, `per_sample` per included sample to the device."""
+
+    mining: int = 100
+    per_sample: int = 1
+
+    def to_wire(self) -> dict:
+        return {"mining": self.mining, "per_sample": self.per_sample}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "RewardRules":
+        rules = cls(**_fields_from_wire(cls, value, "rewards", {"mining": int, "per_sample": int}))
+        if rules.mining < 0 or rules.per_sample < 0:
+            raise ProtocolError(Reason.BAD_BODY, "rewards must be >= 0")
+        return rules
+
+
+@dataclass(frozen=True)
+class MinerInfo:
+    sign_pk: bytes
+    box_pk: bytes
+
+    @property
+    def node_id(self) -> str:
+        from .keys import node_id
+
+        return node_id(self.sign_pk)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
-    coordinator: bytes      # Ed25519 public key that signs genesis (and, later, certificates)
+    coordinator: bytes      # Ed25519 public key that signs genesis and device certificates
     chain: ChainParams
     initial_model: Model    # fixed point, chain.frac_bits fractional bits
     created_ms: int
+    miners: tuple[MinerInfo, ...]
+    training: TrainingParams = TrainingParams()
+    rounds: RoundRules = RoundRules()
+    rewards: RewardRules = RewardRules()
+    model_files: dict = field(default_factory=dict)   # file name -> SHA-256 of the model package files
 
     def to_wire(self) -> dict:
         return {
@@ -88,6 +173,11 @@ class Task:
             "chain": self.chain.to_wire(),
             "model": encode_model(self.initial_model, self.chain.frac_bits),
             "created_ms": self.created_ms,
+            "miners": [{"sign_pk": m.sign_pk, "box_pk": m.box_pk} for m in self.miners],
+            "training": self.training.to_wire(),
+            "rounds": self.rounds.to_wire(),
+            "rewards": self.rewards.to_wire(),
+            "model_files": dict(self.model_files),
         }
 
     @property
@@ -99,9 +189,12 @@ class Task:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(v.shape) for name, v in self.initial_model.items()}
 
+    def miner(self, sign_pk: bytes) -> MinerInfo | None:
+        return next((m for m in self.miners if m.sign_pk == sign_pk), None)
+
     @classmethod
     def from_wire(cls, value: Any) -> "Task":
-        keys = {"name", "coordinator", "chain", "model", "created_ms"}
+        keys = {"name", "coordinator", "chain", "model", "created_ms", "miners", "training", "rounds", "rewards", "model_files"}
         if not isinstance(value, dict) or set(value) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"task manifest must have exactly {sorted(keys)}")
         if not isinstance(value["name"], str) or not 0 < len(value["name"]) <= 64:
@@ -110,10 +203,24 @@ class Task:
             raise ProtocolError(Reason.BAD_BODY, "coordinator must be a 32-byte key")
         if not isinstance(value["created_ms"], int) or isinstance(value["created_ms"], bool):
             raise ProtocolError(Reason.BAD_BODY, "created_ms must be an integer")
+        miners = value["miners"]
+        if not isinstance(miners, list) or not miners or not all(
+            isinstance(m, dict) and set(m) == {"sign_pk", "box_pk"} and all(isinstance(m[k], bytes) and len(m[k]) == 32 for k in m)
+            for m in miners
+        ):
+            raise ProtocolError(Reason.BAD_BODY, "miners must be a non-empty list of {sign_pk, box_pk} 32-byte keys")
+        files = value["model_files"]
+        if not isinstance(files, dict) or not all(isinstance(v, bytes) and len(v) == 32 for v in files.values()):
+            raise ProtocolError(Reason.BAD_BODY, "model_files must map file names to SHA-256 digests")
         chain = ChainParams.from_wire(value["chain"])
         model, frac_bits = decode_model(value["model"])
         if frac_bits != chain.frac_bits:
             raise ProtocolError(Reason.BAD_BODY, "model frac_bits differs from the chain's")
         if not model:
             raise ProtocolError(Reason.BAD_BODY, "model has no parameters")
-        return cls(value["name"], value["coordinator"], chain, model, value["created_ms"])
+        return cls(
+            value["name"], value["coordinator"], chain, model, value["created_ms"],
+            tuple(MinerInfo(m["sign_pk"], m["box_pk"]) for m in miners),
+            TrainingParams.from_wire(value["training"]), RoundRules.from_wire(value["rounds"]),
+            RewardRules.from_wire(value["rewards"]), dict(files),
+        )

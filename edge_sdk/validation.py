@@ -113,6 +113,8 @@ def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> 
         raise ProtocolError(Reason.INSUFFICIENT_WORK, "header hash is above its target")
     if block.envelope.signer != header.miner:
         raise ProtocolError(Reason.BAD_MINER, "block is not signed by its header's miner")
+    if task.miner(header.miner) is None:
+        raise ProtocolError(Reason.BAD_MINER, "the block's miner is not in the task's miner set")
     if not parent.header.timestamp_ms <= header.timestamp_ms <= now_ms + params.max_skew_ms:
         raise ProtocolError(Reason.BAD_TIMESTAMP, "block time must be >= parent's and <= now + skew")
     if len(block.update_bytes) > params.max_updates:

@@ -13,7 +13,8 @@ from edge_sdk.chain import MemoryChain, now_ms
 from edge_sdk.errors import ProtocolError
 from edge_sdk.keys import Identity
 from edge_sdk.params import to_fixed
-from edge_sdk.task import ChainParams, Task
+from edge_sdk.cert import issue_certificate
+from edge_sdk.task import ChainParams, MinerInfo, Task
 from edge_sdk.validation import expected_target
 from edge_sdk.work import target_for_hashes
 
@@ -25,6 +26,7 @@ class Federation:
     devices: list
     task: Task
     genesis: bytes
+    certs: list
 
     def chain(self) -> MemoryChain:
         return MemoryChain(self.genesis)
@@ -35,7 +37,7 @@ class Federation:
 
     def update(self, device: int, base: bytes, *, samples: int = 100, seed: int | None = None, ts: int | None = None, delta=None) -> bytes:
         delta = self.delta(device if seed is None else seed) if delta is None else delta
-        return make_update(self.devices[device], self.task, base, samples, delta, now_ms() if ts is None else ts)
+        return make_update(self.devices[device], self.task, self.certs[device], base, samples, delta, now_ms() if ts is None else ts)
 
     def block(self, chain, parent=None, updates=(), miner=None) -> bytes:
         parent = chain.tip if parent is None else parent
@@ -61,19 +63,23 @@ class Federation:
         return seal_block(signer or self.miner, header, list(updates))
 
 
-def make_federation(devices: int = 4, seed: int = 0, **chain_overrides) -> Federation:
+def make_federation(devices: int = 4, seed: int = 0, quota: int = 10_000, **chain_overrides) -> Federation:
     coordinator = Identity.from_seed(b"coordinator-%d" % seed)
+    miner = Identity.from_seed(b"miner-%d" % seed)
     params = dict(pow_limit=target_for_hashes(2), initial_target=target_for_hashes(8), target_interval_ms=1000, retarget_window=2)
     params.update(chain_overrides)
     chain = ChainParams(**params)
     initial = {"W": np.zeros((6, 3), np.float32), "b": np.full((3,), 0.5, np.float32)}
-    task = Task("test", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 60_000)
+    task = Task("test", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 60_000,
+                miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
+    members = [Identity.from_seed(b"device-%d-%d" % (seed, i)) for i in range(devices)]
     return Federation(
         coordinator=coordinator,
-        miner=Identity.from_seed(b"miner-%d" % seed),
-        devices=[Identity.from_seed(b"device-%d-%d" % (seed, i)) for i in range(devices)],
+        miner=miner,
+        devices=members,
         task=task,
         genesis=make_genesis(coordinator, task),
+        certs=[issue_certificate(coordinator, task, d.public, quota=quota, expires_ms=now_ms() + 3_600_000) for d in members],
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from coordinator.chainverify import verify_database
 from coordinator.mining import search_nonce
-from coordinator.store import ChainStore
+from edge_sdk.store import ChainStore
 from edge_sdk.block import Block, seal_block
 from edge_sdk.errors import ProtocolError, Reason
 
@@ -71,6 +71,8 @@ def test_kill_9_in_the_middle_of_writes_loses_nothing_committed(tmp_path):
         deadline = time.monotonic() + 60
         while seen < 8 + 5 * round_ and time.monotonic() < deadline:
             line = writer.stdout.readline()
+            if not line:
+                break  # the writer exited
             if line.startswith("committed"):
                 committed.append(line.split()[2])
                 seen += 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge_sdk import codec, envelope
-from edge_sdk.block import Block, Header, Update, make_genesis, seal_block
+from edge_sdk.block import Block, Header, Update, make_genesis, make_update, seal_block
 from edge_sdk.chain import MemoryChain, now_ms
 from edge_sdk.errors import ProtocolError, Reason
 from edge_sdk.keys import Identity
@@ -161,3 +161,30 @@ def test_retarget_applies_on_a_real_chain():
     headers = [chain.ancestor(chain.tip.hash, h) for h in range(4)]
     assert headers[3].target == headers[2].target // 4
     assert headers[2].target == headers[1].target
+
+
+def test_certificate_rules(fed):
+    from edge_sdk.cert import issue_certificate
+
+    base = fed.chain().tip.hash
+    cases = {
+        Reason.BAD_CERT: dict(cert=issue_certificate(fed.devices[1], fed.task, fed.devices[0].public, quota=10**4, expires_ms=now_ms() + 10**6)),
+        Reason.OVER_QUOTA: dict(cert=issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=50, expires_ms=now_ms() + 10**6)),
+        Reason.CERT_EXPIRED: dict(cert=issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=10**4, expires_ms=1000)),
+    }
+    for reason, kw in cases.items():
+        raw = make_update(fed.devices[0], fed.task, kw["cert"], base, 100, fed.delta(0), now_ms())
+        with pytest.raises(ProtocolError) as info:
+            Update.parse(raw, fed.task)
+        assert info.value.reason is reason
+    # another device's certificate does not make an update valid
+    stolen = make_update(fed.devices[0], fed.task, fed.certs[1], base, 100, fed.delta(0), now_ms())
+    with pytest.raises(ProtocolError) as info:
+        Update.parse(stolen, fed.task)
+    assert info.value.reason is Reason.BAD_CERT
+
+
+def test_block_from_a_miner_outside_the_set_is_refused(fed):
+    chain = fed.chain()
+    outsider = Identity.from_seed(b"outsider")
+    refused(chain, fed.forged(chain, signer=outsider, miner=outsider.public.sign_pk), Reason.BAD_MINER)

@@ -25,7 +25,8 @@ from edge_sdk.chain import MemoryChain  # noqa: E402
 from edge_sdk.keys import Identity  # noqa: E402
 from edge_sdk.merkle import merkle_root  # noqa: E402
 from edge_sdk.params import model_hash, to_fixed  # noqa: E402
-from edge_sdk.task import ChainParams, Task  # noqa: E402
+from edge_sdk.cert import issue_certificate  # noqa: E402
+from edge_sdk.task import ChainParams, MinerInfo, Task  # noqa: E402
 from edge_sdk.work import meets_target, target_for_hashes  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("protocol.json")
@@ -41,9 +42,11 @@ def _params(model: dict, as_int: bool) -> dict:
 
 def _vector_task() -> tuple[Identity, Task]:
     coordinator = Identity.from_seed(b"vector-coordinator")
+    miner = Identity.from_seed(b"vector-miner")
     chain = ChainParams(pow_limit=target_for_hashes(4), initial_target=target_for_hashes(64), target_interval_ms=1000, retarget_window=2)
     initial = {"W": np.array([[0.25, -0.5, 0.0], [1.0, 0.125, -0.75]], np.float32), "b": np.zeros(3, np.float32)}
-    return coordinator, Task("vectors", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), T0)
+    return coordinator, Task("vectors", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), T0,
+                             miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
 
 
 def _signed(raw: bytes) -> dict:
@@ -85,7 +88,8 @@ def generate() -> dict:
         {"W": np.array([[0.5, -0.25, 1e-3], [0.0, 2.0, -1.5]], np.float32), "b": np.array([0.1, -0.1, 0.0], np.float32)},
         {"W": np.array([[-0.5, 0.75, 3e-3], [0.25, -1.0, 1.5]], np.float32), "b": np.array([0.2, 0.3, -0.4], np.float32)},
     ]
-    updates = [make_update(devices[i], task, g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))]
+    certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=T0 + 10**10, name=f"device-{i}") for i, d in enumerate(devices)]
+    updates = [make_update(devices[i], task, certs[i], g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))]
     block1 = build_block(identity=miner, task=task, chain=chain, parent=g, update_bytes=updates, now_ms=T0 + 2000)
     s1 = chain.add(block1, now=T0 + 2000)
     block2 = build_block(identity=miner, task=task, chain=chain, parent=s1, update_bytes=[], now_ms=T0 + 3000)
@@ -120,7 +124,7 @@ def generate() -> dict:
     leaves = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
     return {
         "description": "BlockFL Edge protocol v1 test vectors; see PROTOCOL.md. All byte strings are hex.",
-        "signature": [_signed(genesis), _signed(updates[0]), _signed(block1)],
+        "signature": [_signed(genesis), _signed(certs[0]), _signed(updates[0]), _signed(block1)],
         "block_header": [
             _header(s1.header, "block 1, mined"),
             _header(s2.header, "block 2, mined, no updates"),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from edge_sdk import codec
-from edge_sdk.block import Header
-from edge_sdk.chain import now_ms
-from edge_sdk.errors import ProtocolError, Reason
-from edge_sdk.params import decode_model, encode_model
-from edge_sdk.validation import BlockState, is_better, validate_block, validate_genesis
+from . import codec
+from .block import Header
+from .chain import now_ms
+from .errors import ProtocolError, Reason
+from .params import decode_model, encode_model
+from .validation import BlockState, is_better, validate_block, validate_genesis
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
