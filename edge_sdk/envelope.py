@@ -21,7 +21,7 @@ from .keys import Identity
 
 VERSION = 1
 DOMAIN = b"BLOCKFL-EDGE/envelope\x00"
-MESSAGE_TYPES = frozenset({"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response"})
+MESSAGE_TYPES = frozenset({"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response", "rejection"})
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 SEAL_OVERHEAD = 48  # X25519 ephemeral public key (32) + Poly1305 tag (16)
 

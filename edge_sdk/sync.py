@@ -1,0 +1,103 @@
+"""Sync (catching up on blocks) and rejection notices.
+
+A node that is missing blocks sends a `sync_request` to one miner, with MQTT 5 response topic
+and correlation data; the miner answers with a `sync_response` holding the blocks of its best
+chain after the newest hash of the request's locator it knows. A miner that refuses an update
+tells its device why with a `rejection`, so a device with a stale base knows to catch up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import envelope
+from .errors import ProtocolError, Reason
+from .keys import Identity
+from .task import Task
+
+MAX_LOCATOR = 64
+MAX_SYNC_BLOCKS = 64
+
+
+def locator(best_chain_hashes: list[bytes]) -> list[bytes]:
+    """Hashes from the tip back: the last 8, then every 2^k-th, then genesis (at most 64)."""
+    hashes = best_chain_hashes[::-1]
+    picked, step, i = [], 1, 0
+    while i < len(hashes) and len(picked) < MAX_LOCATOR - 1:
+        picked.append(hashes[i])
+        if len(picked) >= 8:
+            step *= 2
+        i += step
+    if hashes and picked[-1] != hashes[-1]:
+        picked.append(hashes[-1])
+    return picked
+
+
+def make_request(identity: Identity, task: Task, best_chain_hashes: list[bytes], max_blocks: int = MAX_SYNC_BLOCKS) -> bytes:
+    return envelope.sign(identity, "sync_request", {"task": task.id, "locator": locator(best_chain_hashes), "max": max_blocks})
+
+
+@dataclass(frozen=True)
+class Request:
+    requester: bytes
+    locator: list[bytes]
+    max_blocks: int
+
+
+def parse_request(raw: bytes, task: Task) -> Request:
+    env = envelope.open_envelope(raw, expect="sync_request", max_bytes=8192)
+    body = env.body
+    if not isinstance(body, dict) or set(body) != {"task", "locator", "max"}:
+        raise ProtocolError(Reason.BAD_BODY, "sync_request must have exactly task, locator, max")
+    if body["task"] != task.id:
+        raise ProtocolError(Reason.WRONG_TASK, "sync request for another task")
+    loc, most = body["locator"], body["max"]
+    if not isinstance(loc, list) or len(loc) > MAX_LOCATOR or not all(isinstance(h, bytes) and len(h) == 32 for h in loc):
+        raise ProtocolError(Reason.BAD_BODY, f"locator must be at most {MAX_LOCATOR} 32-byte hashes")
+    if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= MAX_SYNC_BLOCKS:
+        raise ProtocolError(Reason.BAD_BODY, f"max must be in [1, {MAX_SYNC_BLOCKS}]")
+    return Request(env.signer, loc, most)
+
+
+def blocks_after(best_chain_hashes: list[bytes], request: Request) -> list[bytes]:
+    """Hashes of the best chain after the newest locator hash on it (from genesis if none is)."""
+    position = {h: i for i, h in enumerate(best_chain_hashes)}
+    start = next((position[h] for h in request.locator if h in position), 0)
+    return best_chain_hashes[start + 1:start + 1 + request.max_blocks]
+
+
+def make_response(identity: Identity, task: Task, blocks: list[bytes]) -> bytes:
+    return envelope.sign(identity, "sync_response", {"task": task.id, "blocks": blocks})
+
+
+def parse_response(raw: bytes, task: Task) -> list[bytes]:
+    env = envelope.open_envelope(raw, expect="sync_response", max_bytes=MAX_SYNC_BLOCKS * task.chain.max_block_bytes)
+    body = env.body
+    if not isinstance(body, dict) or set(body) != {"task", "blocks"} or body["task"] != task.id:
+        raise ProtocolError(Reason.BAD_BODY, "sync_response must have exactly task (this one), blocks")
+    if task.miner(env.signer) is None:
+        raise ProtocolError(Reason.BAD_MINER, "sync response from a node outside the miner set")
+    if not isinstance(body["blocks"], list) or not all(isinstance(b, bytes) for b in body["blocks"]):
+        raise ProtocolError(Reason.BAD_BODY, "blocks must be a list of byte strings")
+    return body["blocks"]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    miner: bytes
+    digest: bytes
+    reason: str
+    tip: bytes
+
+
+def make_rejection(identity: Identity, task: Task, digest: bytes, reason: Reason, tip: bytes) -> bytes:
+    return envelope.sign(identity, "rejection", {"task": task.id, "digest": digest, "reason": reason.value, "tip": tip})
+
+
+def parse_rejection(raw: bytes, task: Task) -> Rejection:
+    env = envelope.open_envelope(raw, expect="rejection", max_bytes=4096)
+    body = env.body
+    if not isinstance(body, dict) or set(body) != {"task", "digest", "reason", "tip"} or body["task"] != task.id:
+        raise ProtocolError(Reason.BAD_BODY, "rejection must have exactly task (this one), digest, reason, tip")
+    if task.miner(env.signer) is None:
+        raise ProtocolError(Reason.BAD_MINER, "rejection from a node outside the miner set")
+    return Rejection(env.signer, body["digest"], str(body["reason"]), body["tip"])
