@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 
 from edge_sdk.errors import ProtocolError
@@ -72,6 +74,108 @@ def _model_artifacts(args) -> int:
     return 0
 
 
+def _chain_balances(args) -> int:
+    from edge_sdk.ledger import balances
+    from edge_sdk.store import ChainStore
+
+    try:
+        store = ChainStore(args.db)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    blocks = [store.raw_block(h.hash) for h in store.best_chain()[1:]]
+    for node, credits in sorted(balances(store.task, blocks).items(), key=lambda kv: -kv[1]):
+        print(f"{node}  {credits}")
+    return 0
+
+
+def _miner_run(args) -> int:
+    from edge_sdk import logs
+    from edge_sdk.keys import Identity
+    from edge_sdk.mqtt import BrokerConfig
+
+    from .miner import Miner
+
+    logs.setup(args.verbose)
+    try:
+        miner = Miner(identity=Identity.load(args.identity), genesis=open(args.genesis, "rb").read(), db_path=args.db,
+                      broker=BrokerConfig.load(args.broker_config))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    miner.run()
+    return 0
+
+
+def _coordinator_init(args) -> int:
+    from edge_sdk.keys import PublicIdentity
+    from edge_sdk.task import RewardRules, RoundRules, TrainingParams
+
+    from .task_setup import init_task
+
+    try:
+        miners = [PublicIdentity.from_json(json.loads(open(os.path.join(d, "identity.json")).read())) for d in args.miner]
+        task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
+                         training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
+                         rounds=RoundRules(args.min_updates, args.max_wait_ms), rewards=RewardRules(args.mining_reward, args.sample_reward),
+                         target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"task {task.id.hex()} in {args.task_dir}: genesis.block, model/, coordinator/, registry.json, broker/")
+    return 0
+
+
+def _coordinator_enroll(args) -> int:
+    from edge_sdk.keys import PublicIdentity
+
+    from .task_setup import enroll_device, enroll_miner
+
+    try:
+        public = PublicIdentity.from_json(json.loads(open(args.identity).read()))
+        if args.miner:
+            out = enroll_miner(args.task_dir, public, broker_url=args.broker_url, out=args.out)
+        else:
+            out = enroll_device(args.task_dir, public, broker_url=args.broker_url, out=args.out, quota=args.quota, days=args.days, name=args.name)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"enrolled {public.node_id}: bundle in {out}; broker files in {args.task_dir}/broker (reload the broker)")
+    return 0
+
+
+def _coordinator_revoke(args) -> int:
+    from .task_setup import revoke_device
+
+    try:
+        revoke_device(args.task_dir, args.device_id)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"revoked {args.device_id}: broker files re-rendered (reload the broker); publish {args.task_dir}/revocations.bin retained "
+          f"on the task's revocations topic")
+    return 0
+
+
+def _emulate(args) -> int:
+    from pathlib import Path
+
+    from .emulate import Options, run
+    from .partition import parse
+
+    try:
+        parse(args.partition)
+        options = Options(out=Path(args.out), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
+                          partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                          learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker)
+        if options.devices < 1 or options.miners < 1 or options.rounds < 1:
+            raise ValueError("--devices, --miners and --rounds must be >= 1")
+        return run(options)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockfl", description="BlockFL Edge: coordinator, miners, emulator and chain tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -87,6 +191,69 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", type=int, default=4, help="updates per block (default 4)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_chain_demo)
+    bal = chain_cmds.add_parser("balances", help="rewards ledger of the best chain: credits per node")
+    bal.add_argument("db", help="a chain database (SQLite)")
+    bal.set_defaults(func=_chain_balances)
+
+    emulate = commands.add_parser("emulate", help="run a whole federation locally (broker, miners, devices) and write a report")
+    emulate.add_argument("--devices", type=int, default=10)
+    emulate.add_argument("--miners", type=int, default=3)
+    emulate.add_argument("--rounds", type=int, default=5)
+    emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (label skew; smaller ALPHA, more skew)")
+    emulate.add_argument("--model", default="mlp:64-32-10")
+    emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")
+    emulate.add_argument("--batch-size", type=int, default=16)
+    emulate.add_argument("--learning-rate", type=float, default=0.1)
+    emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
+    emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    emulate.add_argument("--broker", help="mqtt://host:port of a running broker (default: start Mosquitto)")
+    emulate.add_argument("--out", default="out/emulate", help="report directory (must be new or empty)")
+    emulate.set_defaults(func=_emulate)
+
+    miner = commands.add_parser("miner", help="run a miner node")
+    miner_cmds = miner.add_subparsers(dest="miner_command", required=True, metavar="SUBCOMMAND")
+    mrun = miner_cmds.add_parser("run", help="validate updates, mine blocks, follow the best chain, answer sync requests")
+    mrun.add_argument("--identity", required=True, help="the miner's identity directory")
+    mrun.add_argument("--genesis", required=True, help="the task's genesis.block")
+    mrun.add_argument("--broker-config", required=True, help="broker.json from enrolment")
+    mrun.add_argument("--db", required=True, help="chain database (SQLite; created if missing)")
+    mrun.add_argument("--verbose", action="store_true")
+    mrun.set_defaults(func=_miner_run)
+
+    coord = commands.add_parser("coordinator", help="create a task, enrol and revoke nodes")
+    coord_cmds = coord.add_subparsers(dest="coordinator_command", required=True, metavar="SUBCOMMAND")
+    init = coord_cmds.add_parser("init", help="create a task: keys, model package, rules, miner set, genesis block")
+    init.add_argument("--task-dir", required=True)
+    init.add_argument("--miner", action="append", required=True, help="a miner's identity directory (repeat per miner)")
+    init.add_argument("--name", default="task")
+    init.add_argument("--model", default="mlp:64-32-10")
+    init.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse", "binary-cross-entropy"])
+    init.add_argument("--optimizer", default="sgd")
+    init.add_argument("--epochs", type=int, default=5)
+    init.add_argument("--batch-size", type=int, default=16)
+    init.add_argument("--learning-rate", type=float, default=0.1)
+    init.add_argument("--min-updates", type=int, default=1, help="updates a miner waits for before mining")
+    init.add_argument("--max-wait-ms", type=int, default=30_000, help="how long a miner waits for more updates")
+    init.add_argument("--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward")
+    init.add_argument("--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block")
+    init.add_argument("--mining-reward", type=int, default=100)
+    init.add_argument("--sample-reward", type=int, default=1)
+    init.set_defaults(func=_coordinator_init)
+    enroll = coord_cmds.add_parser("enroll", help="sign a device certificate and issue broker credentials (a bundle)")
+    enroll.add_argument("--task-dir", required=True)
+    enroll.add_argument("--identity", required=True, help="the node's identity.json")
+    enroll.add_argument("--out", required=True, help="bundle directory to write")
+    enroll.add_argument("--broker-url", required=True, help="mqtt://host:port or mqtts://host:port")
+    enroll.add_argument("--quota", type=int, default=100_000, help="most samples one update may claim")
+    enroll.add_argument("--days", type=float, default=365, help="certificate lifetime")
+    enroll.add_argument("--name", default="")
+    enroll.add_argument("--miner", action="store_true", help="enrol a miner of the task's miner set instead of a device")
+    enroll.set_defaults(func=_coordinator_enroll)
+    revoke = coord_cmds.add_parser("revoke", help="revoke a device: broker access and a signed revocation list")
+    revoke.add_argument("--task-dir", required=True)
+    revoke.add_argument("device_id")
+    revoke.set_defaults(func=_coordinator_revoke)
 
     model = commands.add_parser("model", help="build model packages for on-device training")
     model_cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

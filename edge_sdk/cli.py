@@ -29,6 +29,27 @@ def _keys_show(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    import numpy as np
+
+    from . import logs
+    from .device import Bundle, Device
+
+    logs.setup(args.verbose)
+    try:
+        bundle = Bundle(args.bundle)
+        identity = Identity.load(args.identity)
+        with np.load(args.data) as data:
+            x, y = data["x"], data["y"]
+        device = Device(bundle=bundle, identity=identity, data=(x, y), state_dir=args.state, backend=args.backend,
+                        preferred_miner=args.miner_index)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockfl-device", description="BlockFL Edge device: identity, training and updates.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = key_cmds.add_parser("show", help="print the public identity as JSON")
     show.add_argument("--dir", required=True, help="directory holding the identity")
     show.set_defaults(func=_keys_show)
+
+    run = commands.add_parser("run", help="join a federation: follow blocks, verify models, train, publish updates")
+    run.add_argument("--bundle", required=True, help="enrolment bundle from the coordinator (genesis, certificate, model, broker.json)")
+    run.add_argument("--identity", required=True, help="this device's identity directory (keys init)")
+    run.add_argument("--data", required=True, help="local training data: .npz with arrays x (features) and y (labels)")
+    run.add_argument("--state", required=True, help="state directory (chain, outbox, status); survives restarts")
+    run.add_argument("--backend", default="auto", choices=["auto", "portable", "fused", "ort-training"])
+    run.add_argument("--miner-index", type=int, default=0, help="which miner of the task to prefer (others are fail-overs)")
+    run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
+    run.set_defaults(func=_run)
     return parser
 
 

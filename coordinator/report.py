@@ -1,0 +1,82 @@
+"""The emulator's report: report.json, PNG plots and a short human summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_report(out: Path, report: dict) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _plots(out, report)
+    (out / "summary.md").write_text(_summary(report))
+
+
+def _plots(out: Path, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = report["rounds"]
+    if not rounds:
+        return
+    heights = [0] + [r["height"] for r in rounds]
+    accuracy = [report["initial"]["accuracy"]] + [r["accuracy"] for r in rounds]
+    loss = [report["initial"]["loss"]] + [r["loss"] for r in rounds]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(heights, accuracy, marker="o")
+    a.set(title="Global model: test accuracy", xlabel="block height (round)", ylabel="accuracy", ylim=(0, 1))
+    a.grid(alpha=0.3)
+    b.plot(heights, loss, marker="o", color="tab:red")
+    b.set(title="Global model: test loss", xlabel="block height (round)", ylabel="cross-entropy")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_loss.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([r["height"] for r in rounds], [r["block_interval_s"] for r in rounds])
+    ax.set(title="Block intervals", xlabel="block height", ylabel="seconds since parent")
+    fig.tight_layout()
+    fig.savefig(out / "block_intervals.png", dpi=110)
+    plt.close(fig)
+
+    rewards = sorted(report["rewards"].items(), key=lambda kv: -kv[1])
+    names = {m.get("node"): f"miner m{k[1:]}" for k, m in report["miners"].items() if m}
+    names.update({d.get("node"): f"device d{k[1:]}" for k, d in report["devices"].items() if d})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([names.get(k, k[:8]) for k, _ in rewards], [v for _, v in rewards],
+           color=["tab:orange" if names.get(k, "").startswith("miner") else "tab:blue" for k, _ in rewards])
+    ax.set(title="Rewards (ledger from the best chain)", ylabel="credits")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(out / "rewards.png", dpi=110)
+    plt.close(fig)
+
+
+def _summary(report: dict) -> str:
+    o = report["options"]
+    rounds = report["rounds"]
+    lines = [
+        f"# BlockFL emulation: {'OK' if report['ok'] else 'FAILED'}",
+        "",
+        f"{o['devices']} devices ({o['partition']}), {o['miners']} miners, {o['model']}, {len(rounds)}/{o['rounds']} rounds "
+        f"in {report['seconds']} s.",
+        "",
+        "| round | accuracy | loss | updates | block interval (s) | block bytes |",
+        "|---|---|---|---|---|---|",
+        f"| 0 | {report['initial']['accuracy']:.3f} | {report['initial']['loss']:.3f} | | | |",
+    ]
+    lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} | {r['block_bytes']} |" for r in rounds]
+    verify = ", ".join(f"{k}: {'ok' if v['ok'] else v['failure']}" for k, v in report["chain_verify"].items())
+    agreement = report["model_hash_agreement"]
+    lines += [
+        "",
+        f"- chain verify: {verify}",
+        f"- model hashes: {'every device computed the header model hash for every block' if agreement['ok'] else agreement['problems']}",
+        f"- rejections by reason: {report['rejections'] or 'none'}",
+        f"- blocks off the best chain (forks): {report['forks']}",
+        "",
+        "Plots: accuracy_loss.png, block_intervals.png, rewards.png.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""Creating a task and enrolling nodes: what `blockfl coordinator init / enroll / revoke` do.
+
+A task directory holds:
+    coordinator/      the coordinator's identity (private keys 0600)
+    model/            the model package (see docs/training.md)
+    genesis.block     the genesis block, which carries the task manifest
+    registry.json     enrolled nodes and their broker password hashes (0600)
+    broker/           passwd and acl rendered for Mosquitto
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from edge_sdk import envelope
+from edge_sdk.block import make_genesis
+from edge_sdk.cert import issue_certificate
+from edge_sdk.chain import now_ms
+from edge_sdk.keys import Identity, PublicIdentity
+from edge_sdk.params import to_fixed
+from edge_sdk.task import ChainParams, MinerInfo, RewardRules, RoundRules, Task, TrainingParams
+from edge_sdk.validation import validate_genesis
+from edge_sdk.work import target_for_hashes
+
+from .compiler import Optimizer
+from .model_package import build_package
+from .model_zoo import build_forward
+from .registry import Registry, write_private
+
+PACKAGE_FILES = ("forward.onnx", "train_step.onnx", "train_epoch.onnx", "params.npz", "manifest.json")
+
+
+def init_task(task_dir: str | Path, *, miners: list[PublicIdentity], name: str = "task", model: str = "mlp:64-32-10",
+              loss: str = "cross-entropy", optimizer: str = "sgd", seed: int = 0, training: TrainingParams = TrainingParams(),
+              rounds: RoundRules = RoundRules(), rewards: RewardRules = RewardRules(), target_interval_ms: int = 10_000,
+              initial_hashes: int = 20_000, retarget_window: int = 4) -> Task:
+    task_dir = Path(task_dir)
+    if (task_dir / "genesis.block").exists():
+        raise FileExistsError(f"{task_dir} already holds a task")
+    if not miners:
+        raise ValueError("a task needs at least one miner")
+    task_dir.mkdir(parents=True, exist_ok=True)
+    coordinator = Identity.generate()
+    coordinator.save(task_dir / "coordinator")
+    forward, params = build_forward(model, seed=seed)
+    build_package(task_dir / "model", forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=model)
+    files = {f: hashlib.sha256((task_dir / "model" / f).read_bytes()).digest() for f in PACKAGE_FILES}
+    chain = ChainParams(initial_target=target_for_hashes(initial_hashes), pow_limit=target_for_hashes(max(1, initial_hashes // 64)),
+                        target_interval_ms=target_interval_ms, retarget_window=retarget_window)
+    task = Task(name, coordinator.public.sign_pk, chain, to_fixed(params, chain.frac_bits), now_ms(),
+                miners=tuple(MinerInfo(m.sign_pk, m.box_pk) for m in miners), training=training, rounds=rounds, rewards=rewards,
+                model_files=files)
+    (task_dir / "genesis.block").write_bytes(make_genesis(coordinator, task))
+    registry = Registry(task_dir, task.id)
+    registry.add("coordinator", coordinator.public.sign_pk)
+    registry.save()
+    registry.render(task_dir / "broker")
+    return task
+
+
+def load_task(task_dir: str | Path) -> tuple[Task, Identity, bytes]:
+    task_dir = Path(task_dir)
+    genesis = (task_dir / "genesis.block").read_bytes()
+    _, task = validate_genesis(genesis)
+    return task, Identity.load(task_dir / "coordinator"), genesis
+
+
+def broker_config(url: str, username: str, password: str, ca_file: str | None = None) -> dict:
+    config = {"url": url, "username": username, "password": password}
+    if ca_file:
+        config["ca_file"] = ca_file
+    return config
+
+
+def enroll_miner(task_dir: str | Path, miner: PublicIdentity, *, broker_url: str, out: str | Path) -> Path:
+    """Broker credentials for a miner of the task's miner set; writes OUT/broker.json and OUT/genesis.block."""
+    task, _, genesis = load_task(task_dir)
+    if task.miner(miner.sign_pk) is None:
+        raise ValueError("this miner is not in the task's miner set (it is fixed at genesis)")
+    registry = Registry(task_dir, task.id)
+    username, password = registry.add("miner", miner.sign_pk)
+    registry.save()
+    registry.render(Path(task_dir) / "broker")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "genesis.block").write_bytes(genesis)
+    write_private(out / "broker.json", json.dumps(broker_config(broker_url, username, password), indent=2))
+    return out
+
+
+def enroll_device(task_dir: str | Path, device: PublicIdentity, *, broker_url: str, out: str | Path, quota: int = 100_000,
+                  days: float = 365, name: str = "") -> Path:
+    """A device bundle: genesis.block, cert.bin, model/, broker.json (0600)."""
+    task, coordinator, genesis = load_task(task_dir)
+    registry = Registry(task_dir, task.id)
+    username, password = registry.add("device", device.sign_pk, name=name, quota=quota)
+    cert = issue_certificate(coordinator, task, device, quota=quota, expires_ms=now_ms() + int(days * 86_400_000), name=name)
+    registry.save()
+    registry.render(Path(task_dir) / "broker")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "genesis.block").write_bytes(genesis)
+    (out / "cert.bin").write_bytes(cert)
+    shutil.copytree(Path(task_dir) / "model", out / "model", dirs_exist_ok=True)
+    write_private(out / "broker.json", json.dumps(broker_config(broker_url, username, password), indent=2))
+    return out
+
+
+def add_observer(task_dir: str | Path) -> tuple[str, str]:
+    """Read-only broker credentials (the emulator's progress display, monitoring)."""
+    task, _, _ = load_task(task_dir)
+    registry = Registry(task_dir, task.id)
+    username, password = registry.add("observer", b"\0" * 32)
+    registry.save()
+    registry.render(Path(task_dir) / "broker")
+    return username, password
+
+
+def revoke_device(task_dir: str | Path, device_id: str) -> bytes:
+    """Drop the device's broker access and sign the new revocation list (publish it retained)."""
+    task, coordinator, _ = load_task(task_dir)
+    registry = Registry(task_dir, task.id)
+    registry.revoke(device_id)
+    registry.save()
+    registry.render(Path(task_dir) / "broker")
+    notice = envelope.sign(coordinator, "revocations", {"task": task.id, "devices": registry.revoked_keys(), "ts": now_ms()})
+    (Path(task_dir) / "revocations.bin").write_bytes(notice)
+    return notice
