@@ -212,9 +212,10 @@ class Observer:
                 self._record(state, item.payload, started)
                 tip = self.chain.tip
                 if tip.hash != last:
+                    switched = last is not None and self.chain.get(last).header.height >= tip.header.height
                     last = tip.hash
                     r = self.rounds[tip.hash.hex()]
-                    say(o, f"round {tip.header.height}/{o.rounds}  accuracy {r['accuracy']:.3f}  loss {r['loss']:.3f}  "
+                    say(o, f"round {tip.header.height}/{o.rounds}{' (fork switch)' if switched else ''}  accuracy {r['accuracy']:.3f}  loss {r['loss']:.3f}  "
                            f"block interval {r['block_interval_s']:.1f}s  updates {r['updates']}  miner {r['miner'][:8]}  "
                            f"[{time.monotonic() - started:.0f}s]")
                 if tip.header.height >= o.rounds:

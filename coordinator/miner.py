@@ -221,10 +221,7 @@ class Miner:
 
     # --- blocks ---
     def _on_block(self, msg: Incoming) -> None:
-        sender = msg.topic.rsplit("/", 1)[-1]
-        if sender == self.me:
-            return
-        self._accept_block(msg.payload, source=sender)
+        self._accept_block(msg.payload, source=msg.topic.rsplit("/", 1)[-1])
 
     def _accept_block(self, raw: bytes, *, source: str) -> bool:
         before = self.store.tip.hash

@@ -124,6 +124,7 @@ class Device:
         if isinstance(item, Connected):
             self._request_sync()
             self._resend_outbox()
+            self._write_status()
         elif isinstance(item, Acked):
             self._on_ack(item)
         elif isinstance(item, Trained):

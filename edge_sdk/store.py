@@ -6,6 +6,7 @@ switches the tip atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -24,10 +25,12 @@ CREATE TABLE IF NOT EXISTS blocks (
     cumwork BLOB NOT NULL,      -- 32-byte big-endian, so BLOB order is numeric order
     header BLOB NOT NULL,
     raw BLOB NOT NULL,          -- the block envelope exactly as received
+    raw_digest BLOB NOT NULL,   -- SHA-256 of raw: finds a block seen before without validating it again
     model BLOB NOT NULL,        -- canonical CBOR of the global model after this block
     received_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blocks_by_height ON blocks(height);
+CREATE INDEX IF NOT EXISTS blocks_by_raw ON blocks(raw_digest);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
@@ -82,8 +85,9 @@ class ChainStore:
         header = state.header
         model = codec.encode(encode_model(state.model, self.task.chain.frac_bits))
         self.conn.execute(
-            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (header.hash, header.prev_hash, header.height, state.cumwork.to_bytes(32, "big"), header.encode(), raw, model, now_ms()),
+            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (header.hash, header.prev_hash, header.height, state.cumwork.to_bytes(32, "big"), header.encode(), raw,
+             hashlib.sha256(raw).digest(), model, now_ms()),
         )
 
     # ChainView
@@ -120,6 +124,9 @@ class ChainStore:
 
     def add(self, raw: bytes, now: int | None = None) -> tuple[BlockState, bool]:
         """Validate and store a block. Returns (state, tip_changed). Raises ProtocolError if invalid."""
+        row = self.conn.execute("SELECT hash FROM blocks WHERE raw_digest = ?", (hashlib.sha256(raw).digest(),)).fetchone()
+        if row is not None:
+            return self.get(row[0]), False
         _, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now_ms() if now is None else now)
         if self.has(state.hash):
             return self.get(state.hash), False

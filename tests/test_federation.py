@@ -1,0 +1,200 @@
+"""The federation for real: Mosquitto, miner and device processes, faults by SIGKILL."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from coordinator.chainverify import verify_database
+from coordinator.mining import build_block
+from edge_sdk import envelope, sync
+from edge_sdk.block import make_update
+from edge_sdk.cert import issue_certificate
+from edge_sdk.chain import MemoryChain, now_ms
+from edge_sdk.keys import Identity
+from edge_sdk.params import to_float
+from testbed import Testbed
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def bed_factory(tmp_path):
+    beds = []
+
+    def make(**kw):
+        bed = Testbed(tmp_path / f"bed{len(beds)}", **kw)
+        beds.append(bed)
+        return bed
+
+    yield make
+    for bed in beds:
+        bed.close()
+
+
+def tip_of_miner(bed, i):
+    return bed.metrics(i).get("tip_height", -1)
+
+
+def test_emulate_runs_a_federation_to_a_report(tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "4", "--miners", "2", "--rounds", "3",
+                             "--seed", "2", "--max-wait-ms", "4000", "--out", str(out)], capture_output=True, text=True, timeout=200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["ok"] and len(report["rounds"]) == 3
+    assert report["rounds"][-1]["accuracy"] > report["initial"]["accuracy"] + 0.3
+    assert all(v["ok"] for v in report["chain_verify"].values())
+    assert report["model_hash_agreement"]["ok"]
+    assert sum(report["rewards"].values()) > 0
+    for png in ("accuracy_loss.png", "block_intervals.png", "rewards.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "round 3/3" in result.stdout
+    leftovers = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], "emulate left processes running"
+
+
+def device_update(bed, i, base, *, delta=None, samples=60, identity=None, cert=None):
+    identity = identity or bed.device_ids[i]
+    cert = cert or (bed.root / f"d{i}" / "bundle" / "cert.bin").read_bytes()
+    task = bed.task
+    delta = delta or {p: np.full(s, 0.01, np.float32) for p, s in task.shapes.items()}
+    return make_update(identity, task, cert, base, samples, delta, now_ms())
+
+
+def test_miner_rejects_bad_updates_each_with_its_reason(bed_factory):
+    bed = bed_factory(miners=1, devices=2, max_wait_ms=120_000)
+    bed.start_miner(0)
+    bed.wait(lambda: bed.metrics(0), 20, "the miner to start")
+    miner = bed.task.miners[0]
+    genesis_hash = MemoryChain(bed.genesis).tip.hash
+    d0, d1 = (bed.client(*bed.credentials(f"d{i}")) for i in range(2))
+    d0.subscribe(bed.topics.reply(bed.device_ids[0].public.node_id))
+    topic = lambda i: bed.topics.update(miner.node_id, bed.device_ids[i].public.node_id)
+    valid = envelope.seal(miner.box_pk, device_update(bed, 0, genesis_hash))
+    assert d0.publish(topic(0), valid) == 0
+    bed.wait(lambda: bed.metrics(0).get("counters", {}).get("updates_accepted") == 1, 10, "the valid update")
+    assert d0.publish(topic(0), valid) == 0                                           # replayed
+    forged = bytearray(device_update(bed, 0, genesis_hash))
+    forged[-200] ^= 1                                                                  # a changed delta byte
+    assert d0.publish(topic(0), envelope.seal(miner.box_pk, bytes(forged))) == 0
+    stale = device_update(bed, 0, bytes(32))                                           # based on a block that is not the tip
+    assert d0.publish(topic(0), envelope.seal(miner.box_pk, stale)) == 0
+    nan = {p: np.full(s, np.nan, np.float32) for p, s in bed.task.shapes.items()}
+    assert d1.publish(topic(1), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash, delta=nan))) == 0
+    impostor = Identity.generate()                                                     # not enrolled: a self-made certificate
+    fake_cert = issue_certificate(impostor, bed.task, impostor.public, quota=10**6, expires_ms=now_ms() + 10**6)
+    assert d1.publish(topic(1), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash, identity=impostor, cert=fake_cert))) == 0
+    expected = {"replay": 1, "bad_signature": 1, "stale_base": 1, "non_finite": 1, "bad_cert": 1}
+    bed.wait(lambda: bed.metrics(0).get("rejections") == expected, 10, f"rejections {expected}, got {bed.metrics(0).get('rejections')}")
+    # the device hears why, so it can act (a stale base means: catch up and train again)
+    bed.wait(lambda: len(d0.messages) >= 3, 10, "rejection notices")
+    reasons = sorted(sync.parse_rejection(p, bed.task).reason for _, p in d0.messages)
+    assert reasons == ["bad_signature", "replay", "stale_base"]
+    assert bed.metrics(0)["counters"]["updates_accepted"] == 1
+
+
+def test_broker_refuses_devices_publishing_blocks_or_other_devices_updates(bed_factory):
+    bed = bed_factory(miners=1, devices=2)
+    miner_id = bed.task.miners[0].node_id
+    d0 = bed.client(*bed.credentials("d0"))
+    observer = bed.client(*bed.observer)
+    observer.subscribe(bed.topics.prefix + "/#")
+    me, other = (bed.device_ids[i].public.node_id for i in range(2))
+    not_authorized = 0x87
+    assert d0.publish(bed.topics.block(miner_id), b"a block from a device") == not_authorized
+    assert d0.publish(bed.topics.update(miner_id, other), b"pretending to be d1") == not_authorized
+    assert d0.publish(bed.topics.gossip(miner_id, miner_id), b"gossip") == not_authorized
+    assert d0.publish(bed.topics.head(miner_id), b"head") == not_authorized
+    assert d0.publish(bed.topics.update(miner_id, me), b"its own update topic") == 0
+    time.sleep(0.5)
+    assert [t for t, _ in observer.messages] == [bed.topics.update(miner_id, me)]
+    with pytest.raises(AssertionError):  # wrong password: the broker refuses the connection
+        bed.client(bed.credentials("d0")[0], "wrong")
+
+
+def chain_hashes(bed, i):
+    """Best-chain (height, block, model hash) the device recorded, for blocks on its final tip."""
+    lines = (bed.root / f"d{i}" / "state" / "model_hashes.jsonl").read_text().splitlines()
+    return {json.loads(l)["block"]: json.loads(l)["model_hash"] for l in lines}
+
+
+def assert_devices_agree(bed, db):
+    from edge_sdk.store import ChainStore
+
+    store = ChainStore(db)
+    best = store.best_chain()[1:]
+    store.close()
+    for i in range(len(bed.device_ids)):
+        seen = chain_hashes(bed, i)
+        for header in best:
+            assert seen.get(header.hash.hex()) == header.model_hash.hex(), f"d{i} at height {header.height}"
+
+
+def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
+    bed = bed_factory(miners=2, devices=3, max_wait_ms=3000)
+    for i in range(2):
+        bed.start_miner(i)
+    for i in range(3):
+        bed.start_device(i)
+    bed.wait(lambda: min(tip_of_miner(bed, i) for i in range(2)) >= 1, 60, "the first round")
+    bed.kill("d2")                                                 # offline for rounds: the others go on without it
+    start = tip_of_miner(bed, 0)
+    bed.wait(lambda: tip_of_miner(bed, 0) >= start + 2, 60, "two rounds without d2")
+    bed.start_device(2)
+    bed.wait(lambda: bed.device_status(2).get("tip_height", -1) >= start + 2, 60, "d2 to catch up")
+    bed.wait(lambda: tip_of_miner(bed, 0) >= start + 3, 60, "a round with d2 back")
+    bed.close()
+    for i in range(2):
+        report = verify_database(bed.root / f"m{i}" / "chain.db")
+        assert report.ok, report.failure
+    assert_devices_agree(bed, bed.root / "m0" / "chain.db")
+    assert bed.device_status(2)["updates_sent"] >= 1
+
+
+def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(bed_factory):
+    bed = bed_factory(miners=2, devices=3, max_wait_ms=3000)
+    for i in range(2):
+        bed.start_miner(i)
+    for i in range(3):
+        bed.start_device(i)
+    bed.wait(lambda: tip_of_miner(bed, 1) >= 1, 60, "the first round")
+    bed.kill("m1")                                                 # SIGKILL while devices train for the next round
+    killed_at = tip_of_miner(bed, 1)
+    bed.wait(lambda: tip_of_miner(bed, 0) >= killed_at + 2, 60, "rounds with m1 down (its devices fail over)")
+    bed.start_miner(1)
+    bed.wait(lambda: tip_of_miner(bed, 1) >= tip_of_miner(bed, 0) >= killed_at + 2, 60, "m1 to resync")
+    target = tip_of_miner(bed, 0) + 1
+    bed.wait(lambda: min(tip_of_miner(bed, i) for i in range(2)) >= target, 60, "another round with both miners")
+    bed.close()
+    for i in range(2):
+        report = verify_database(bed.root / f"m{i}" / "chain.db")
+        assert report.ok, report.failure
+    assert_devices_agree(bed, bed.root / "m1" / "chain.db")
+
+
+def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
+    bed = bed_factory(miners=2, devices=1, min_updates=5, max_wait_ms=600_000)  # miners never mine on their own here
+    for i in range(2):
+        bed.start_miner(i)
+    bed.start_device(0)
+    bed.wait(lambda: all(bed.metrics(i) for i in range(2)) and bed.device_status(0), 30, "nodes to start")
+    chain = MemoryChain(bed.genesis)
+    genesis = chain.tip
+    a = build_block(identity=bed.miner_ids[0], task=bed.task, chain=chain, parent=genesis, update_bytes=[], now_ms=now_ms())
+    b = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, update_bytes=[], now_ms=now_ms() + 1)
+    sa, sb = chain.add(a), chain.add(b)
+    m0, m1 = (bed.client(*bed.credentials(f"m{i}")) for i in range(2))
+    assert m0.publish(bed.topics.block(bed.task.miners[0].node_id), a) == 0
+    assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), b) == 0
+    winner = min(sa.hash, sb.hash).hex()
+    tips = lambda: [bed.metrics(i).get("tip") for i in range(2)] + [bed.device_status(0).get("tip")]
+    bed.wait(lambda: tips() == [winner] * 3, 30, f"every node on the lower-hash block; tips {tips()}")
+    loser = sb if winner == sa.hash.hex() else sa
+    c = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=loser, update_bytes=[], now_ms=now_ms())
+    sc = chain.add(c)
+    assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), c) == 0
+    bed.wait(lambda: tips() == [sc.hash.hex()] * 3, 30, f"every node reorganised onto the longer branch; tips {tips()}")
