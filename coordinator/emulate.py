@@ -186,6 +186,7 @@ class Observer:
         self.evaluator = PortableTrainer(ModelPackage.load(package_dir))
         self.x_test, self.y_test = test_set
         self.rounds: dict[str, dict] = {}
+        self._last_totals = {"bytes": 0, "rejections": {}}
         self.initial = self.evaluator.evaluate(to_float(self.task.initial_model, self.task.chain.frac_bits), self.x_test, self.y_test)
 
     def follow(self, fed: Federation, started: float) -> bool:
@@ -237,6 +238,26 @@ class Observer:
             "block_bytes": len(raw), "update_bytes": sum(len(u) for u in block.update_bytes),
             "seen_at_s": round(time.monotonic() - started, 3),
         }
+        if self.chain.tip.hash == state.hash:  # the traffic and rejections since the previous tip
+            totals = self._miner_totals()
+            self.rounds[state.hash.hex()]["wire_bytes"] = totals["bytes"] - self._last_totals["bytes"]
+            self.rounds[state.hash.hex()]["rejections"] = {
+                k: v - self._last_totals["rejections"].get(k, 0) for k, v in totals["rejections"].items()
+                if v != self._last_totals["rejections"].get(k, 0)}
+            self._last_totals = totals
+
+    def _miner_totals(self) -> dict:
+        """Bytes miners sent and received, and rejections by reason, so far (from their metrics files)."""
+        total, rejections = 0, {}
+        for i in range(self.options.miners):
+            try:
+                metrics = json.loads((self.options.out / "miners" / f"m{i}" / "chain.db.metrics.json").read_text())
+            except (OSError, ValueError):
+                continue
+            total += metrics["counters"].get("bytes_in", 0) + metrics["counters"].get("bytes_out", 0)
+            for k, v in metrics.get("rejections", {}).items():
+                rejections[k] = rejections.get(k, 0) + v
+        return {"bytes": total, "rejections": rejections}
 
 
 def _wait_for_devices(o: Options, task_id: bytes, height: int, deadline: float) -> None:

@@ -115,6 +115,7 @@ class Miner:
             return
         kind = item.topic[len(self.topics.prefix) + 1:].split("/")[0]
         self.counters["bytes_in"] += len(item.payload)
+        self._dirty = True
         handler = {"update": self._on_update, "gossip": self._on_gossip, "block": self._on_block, "sync": self._on_sync_request,
                    "reply": self._on_reply, "revocations": self._on_revocations, "head": self._on_head}.get(kind)
         if handler:
@@ -312,6 +313,7 @@ class Miner:
     # --- output ---
     def _publish(self, topic: str, payload: bytes, **kw) -> None:
         self.counters["bytes_out"] += len(payload)
+        self._dirty = True
         self.conn.publish(topic, payload, **kw)
 
     def _write_metrics(self, force: bool = False) -> None:

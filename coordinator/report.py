@@ -63,11 +63,12 @@ def _summary(report: dict) -> str:
         f"{o['devices']} devices ({o['partition']}), {o['miners']} miners, {o['model']}, {len(rounds)}/{o['rounds']} rounds "
         f"in {report['seconds']} s.",
         "",
-        "| round | accuracy | loss | updates | block interval (s) | block bytes |",
-        "|---|---|---|---|---|---|",
-        f"| 0 | {report['initial']['accuracy']:.3f} | {report['initial']['loss']:.3f} | | | |",
+        "| round | accuracy | loss | updates | block interval (s) | block bytes | miners' traffic (bytes) | rejections |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| 0 | {report['initial']['accuracy']:.3f} | {report['initial']['loss']:.3f} | | | | | |",
     ]
-    lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} | {r['block_bytes']} |" for r in rounds]
+    lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} | {r['block_bytes']} "
+              f"| {r.get('wire_bytes', '')} | {', '.join(f'{k} {v}' for k, v in r.get('rejections', {}).items()) or '-'} |" for r in rounds]
     verify = ", ".join(f"{k}: {'ok' if v['ok'] else v['failure']}" for k, v in report["chain_verify"].items())
     agreement = report["model_hash_agreement"]
     lines += [

@@ -28,7 +28,6 @@ class Reason(str, Enum):
     # miner policy (not block rules)
     REPLAY = "replay"
     REVOKED = "revoked"
-    DUPLICATE_IN_POOL = "duplicate_in_pool"
     # blocks and chain
     UNKNOWN_PARENT = "unknown_parent"
     BAD_HEIGHT = "bad_height"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh) and run the main job into out/demo.
+# Set up (see setup.sh) and run the main job: a whole federation on this machine, into out/demo
+# (report.json, summary.md, PNG plots, every miner's chain database). Extra arguments go to
+# `blockfl emulate` (try --devices 20 --miners 4 --rounds 10 --partition dirichlet:0.5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/dev/setup.sh
 OUT="${OUT:-out/demo}"
-mkdir -p "$OUT"
-rm -f "$OUT/chain.db" "$OUT/chain.db-wal" "$OUT/chain.db-shm"
-# Until the federation (`blockfl emulate`) lands: a synthetic chain with real keys, signatures,
-# proof-of-work and SQLite, then an independent re-validation of it from genesis.
-.venv/bin/blockfl chain demo "$OUT/chain.db" --blocks 20 --devices 4
-.venv/bin/blockfl chain verify "$OUT/chain.db"
+rm -rf "$OUT"
+.venv/bin/blockfl emulate --out "$OUT" "$@"
+echo "summary:"
+cat "$OUT/summary.md"
