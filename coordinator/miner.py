@@ -25,6 +25,7 @@ from edge_sdk.block import Block, Header, Update, block_template, seal_block
 from edge_sdk.chain import now_ms
 from edge_sdk.errors import ProtocolError, Reason
 from edge_sdk.keys import Identity
+from edge_sdk.params import encode_model
 from edge_sdk.logs import event
 from edge_sdk.mqtt import Acked, BrokerConfig, Connected, Connection, Incoming
 from edge_sdk.store import ChainStore
@@ -283,8 +284,15 @@ class Miner:
             return
         if not msg.response_topic or not msg.response_topic.startswith(self.topics.prefix + "/reply/"):
             return
+        best = self.store.best_chain()
+        hashes = [h.hash for h in best]
+        if sync.wants_snapshot(request, hashes):  # a late joiner: headers and the tip's model, not every block
+            model = encode_model(self.store.tip.model, self.task.chain.frac_bits)
+            response = sync.make_response(self.identity, self.task, [], ([h.encode() for h in best[1:]], model))
+            self._publish(msg.response_topic, response, correlation=msg.correlation)
+            return
         blocks, size = [], 0
-        for h in sync.blocks_after(self._best_hashes(), request):
+        for h in sync.blocks_after(hashes, request):
             raw = self.store.raw_block(h)
             size += len(raw)
             if blocks and size > self.task.chain.max_block_bytes:
@@ -294,12 +302,14 @@ class Miner:
 
     def _on_reply(self, msg: Incoming) -> None:
         try:
-            blocks = sync.parse_response(msg.payload, self.task)
+            blocks = sync.parse_response(msg.payload, self.task).blocks
         except ProtocolError:
             return  # rejections and notices for devices are not for miners
         for raw in blocks:
             if not self._accept_block(raw, source="sync"):
-                break
+                return
+        if len(blocks) >= sync.MAX_SYNC_BLOCKS:
+            self._request_sync()  # there may be more
 
     def _on_revocations(self, msg: Incoming) -> None:
         try:

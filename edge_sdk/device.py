@@ -169,7 +169,8 @@ class Device:
             self._request_sync(msg.topic.rsplit("/", 1)[-1])
 
     def _request_sync(self, miner_id: str | None = None) -> None:
-        request = sync.make_request(self.identity, self.task, [h.hash for h in self.store.best_chain()])
+        fresh = self.store.tip.header.height == 0  # a late joiner asks for a snapshot rather than every block
+        request = sync.make_request(self.identity, self.task, [h.hash for h in self.store.best_chain()], snapshot=fresh)
         self._publish(self.topics.sync(miner_id or self.miner.node_id), request, response_topic=self.topics.reply(self.me), correlation=os.urandom(8))
 
     def _on_reply(self, msg: Incoming) -> None:
@@ -178,9 +179,21 @@ class Device:
         except ProtocolError:
             return
         if kind == "sync_response":
-            for raw in sync.parse_response(msg.payload, self.task):
+            try:
+                response = sync.parse_response(msg.payload, self.task)
+                if response.headers:
+                    state = self.store.add_checkpoint(response.headers, response.model)
+                    self._record(state)
+                    event(log, logging.INFO, "snapshot adopted", height=state.header.height)
+                    self._write_status()
+            except ProtocolError as exc:
+                event(log, logging.WARNING, "sync response rejected", reason=exc.reason.value, detail=exc.detail[:200])
+                return
+            for raw in response.blocks:
                 if not self._accept_block(raw):
-                    break
+                    return
+            if len(response.blocks) >= sync.MAX_SYNC_BLOCKS:
+                self._request_sync()  # there may be more
         elif kind == "rejection":
             notice = sync.parse_rejection(msg.payload, self.task)
             counts = self.stats["rejections"]

@@ -14,8 +14,9 @@ from . import codec
 from .block import Header
 from .chain import now_ms
 from .errors import ProtocolError, Reason
-from .params import decode_model, encode_model
-from .validation import BlockState, is_better, validate_block, validate_genesis
+from .params import decode_model, encode_model, model_hash
+from .validation import BlockState, check_header, is_better, validate_block, validate_genesis
+from .work import work
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -83,11 +84,11 @@ class ChainStore:
 
     def _insert(self, state: BlockState, raw: bytes) -> None:
         header = state.header
-        model = codec.encode(encode_model(state.model, self.task.chain.frac_bits))
+        model = b"" if state.model is None else codec.encode(encode_model(state.model, self.task.chain.frac_bits))
         self.conn.execute(
             "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (header.hash, header.prev_hash, header.height, state.cumwork.to_bytes(32, "big"), header.encode(), raw,
-             hashlib.sha256(raw).digest(), model, now_ms()),
+             hashlib.sha256(raw or header.hash).digest(), model, now_ms()),
         )
 
     # ChainView
@@ -98,7 +99,7 @@ class ChainStore:
         row = self.conn.execute("SELECT header, cumwork, model FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
         if row is None:
             return None
-        model, _ = decode_model(codec.decode(row[2]))
+        model = decode_model(codec.decode(row[2]))[0] if row[2] else None
         state = BlockState(Header.decode(row[0]), int.from_bytes(row[1], "big"), model)
         if len(self._cache) > 64:
             self._cache.clear()
@@ -138,6 +139,33 @@ class ChainStore:
                 self.conn.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (state.hash,))
         self._cache[state.hash] = state
         return state, better
+
+    def add_checkpoint(self, headers: list[Header], model, now: int | None = None) -> BlockState:
+        """Adopt a snapshot: headers that extend a block this store has, each checked as a header
+        (link, height, retarget, proof-of-work, miner set, time), and the global model after the
+        last one, checked against that header's model hash. Blocks below the checkpoint keep only
+        their headers. Atomic: a bad header or model changes nothing."""
+        if not headers:
+            raise ProtocolError(Reason.BAD_BODY, "a snapshot needs at least one header")
+        parent = self.get(headers[0].prev_hash)
+        if parent is None:
+            raise ProtocolError(Reason.UNKNOWN_PARENT, "the snapshot does not extend a known block")
+        if model_hash(model, self.task.chain.frac_bits) != headers[-1].model_hash:
+            raise ProtocolError(Reason.BAD_MODEL_HASH, "the snapshot's model is not the one its header commits to")
+        now = now_ms() if now is None else now
+        with self._transaction():
+            cumwork, previous = parent.cumwork, parent.header
+            for i, header in enumerate(headers):
+                check_header(header, previous, self.task, self, now)
+                cumwork += work(header.target)
+                state = BlockState(header, cumwork, model if i == len(headers) - 1 else None)
+                if not self.has(header.hash):
+                    self._insert(state, b"")
+                previous = header
+            if is_better(state, self.get(self._meta("tip"))):
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (state.hash,))
+        self._cache.clear()
+        return self.get(headers[-1].hash)
 
     def raw_block(self, block_hash: bytes) -> bytes | None:
         row = self.conn.execute("SELECT raw FROM blocks WHERE hash = ?", (block_hash,)).fetchone()

@@ -32,8 +32,11 @@ def locator(best_chain_hashes: list[bytes]) -> list[bytes]:
     return picked
 
 
-def make_request(identity: Identity, task: Task, best_chain_hashes: list[bytes], max_blocks: int = MAX_SYNC_BLOCKS) -> bytes:
-    return envelope.sign(identity, "sync_request", {"task": task.id, "locator": locator(best_chain_hashes), "max": max_blocks})
+def make_request(identity: Identity, task: Task, best_chain_hashes: list[bytes], max_blocks: int = MAX_SYNC_BLOCKS,
+                 snapshot: bool = False) -> bytes:
+    """`snapshot`: a node with nothing beyond genesis asks for headers and the tip's model instead of every block."""
+    body = {"task": task.id, "locator": locator(best_chain_hashes), "max": max_blocks, "snapshot": snapshot}
+    return envelope.sign(identity, "sync_request", body)
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,14 @@ class Request:
     requester: bytes
     locator: list[bytes]
     max_blocks: int
+    snapshot: bool
 
 
 def parse_request(raw: bytes, task: Task) -> Request:
     env = envelope.open_envelope(raw, expect="sync_request", max_bytes=8192)
     body = env.body
-    if not isinstance(body, dict) or set(body) != {"task", "locator", "max"}:
-        raise ProtocolError(Reason.BAD_BODY, "sync_request must have exactly task, locator, max")
+    if not isinstance(body, dict) or set(body) != {"task", "locator", "max", "snapshot"} or not isinstance(body["snapshot"], bool):
+        raise ProtocolError(Reason.BAD_BODY, "sync_request must have exactly task, locator, max, snapshot (bool)")
     if body["task"] != task.id:
         raise ProtocolError(Reason.WRONG_TASK, "sync request for another task")
     loc, most = body["locator"], body["max"]
@@ -55,7 +59,7 @@ def parse_request(raw: bytes, task: Task) -> Request:
         raise ProtocolError(Reason.BAD_BODY, f"locator must be at most {MAX_LOCATOR} 32-byte hashes")
     if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= MAX_SYNC_BLOCKS:
         raise ProtocolError(Reason.BAD_BODY, f"max must be in [1, {MAX_SYNC_BLOCKS}]")
-    return Request(env.signer, loc, most)
+    return Request(env.signer, loc, most, body["snapshot"])
 
 
 def blocks_after(best_chain_hashes: list[bytes], request: Request) -> list[bytes]:
@@ -65,20 +69,46 @@ def blocks_after(best_chain_hashes: list[bytes], request: Request) -> list[bytes
     return best_chain_hashes[start + 1:start + 1 + request.max_blocks]
 
 
-def make_response(identity: Identity, task: Task, blocks: list[bytes]) -> bytes:
-    return envelope.sign(identity, "sync_response", {"task": task.id, "blocks": blocks})
+def wants_snapshot(request: Request, best_chain_hashes: list[bytes]) -> bool:
+    """Answer with a snapshot when asked and the requester has nothing beyond genesis of this chain."""
+    known = next((h for h in request.locator if h in set(best_chain_hashes)), None)
+    return request.snapshot and len(best_chain_hashes) > 2 and known in (None, best_chain_hashes[0])
 
 
-def parse_response(raw: bytes, task: Task) -> list[bytes]:
+def make_response(identity: Identity, task: Task, blocks: list[bytes], snapshot: tuple[list[bytes], dict] | None = None) -> bytes:
+    body = {"task": task.id, "blocks": blocks}
+    if snapshot is not None:
+        body["headers"], body["model"] = snapshot
+    return envelope.sign(identity, "sync_response", body)
+
+
+@dataclass(frozen=True)
+class Response:
+    blocks: list[bytes]
+    headers: list | None = None      # list[Header] of a snapshot, from height 1 to its tip
+    model: dict | None = None        # the global model after the last header
+
+
+def parse_response(raw: bytes, task: Task) -> Response:
+    from .block import Header
+    from .params import decode_model
+
     env = envelope.open_envelope(raw, expect="sync_response", max_bytes=MAX_SYNC_BLOCKS * task.chain.max_block_bytes)
     body = env.body
-    if not isinstance(body, dict) or set(body) != {"task", "blocks"} or body["task"] != task.id:
-        raise ProtocolError(Reason.BAD_BODY, "sync_response must have exactly task (this one), blocks")
+    if not isinstance(body, dict) or set(body) not in ({"task", "blocks"}, {"task", "blocks", "headers", "model"}) or body["task"] != task.id:
+        raise ProtocolError(Reason.BAD_BODY, "sync_response must have task (this one), blocks, and optionally headers with model")
     if task.miner(env.signer) is None:
         raise ProtocolError(Reason.BAD_MINER, "sync response from a node outside the miner set")
     if not isinstance(body["blocks"], list) or not all(isinstance(b, bytes) for b in body["blocks"]):
         raise ProtocolError(Reason.BAD_BODY, "blocks must be a list of byte strings")
-    return body["blocks"]
+    if "headers" not in body:
+        return Response(body["blocks"])
+    if not isinstance(body["headers"], list) or not body["headers"]:
+        raise ProtocolError(Reason.BAD_BODY, "headers must be a non-empty list")
+    model, frac_bits = decode_model(body["model"])
+    if frac_bits != task.chain.frac_bits:
+        raise ProtocolError(Reason.BAD_BODY, "snapshot model has the wrong frac_bits")
+    return Response(body["blocks"], [Header.decode(h) for h in body["headers"]], model)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ class BlockState:
 
     header: Header
     cumwork: int
-    model: Model
+    model: Model | None   # None only for headers taken from a snapshot, below its checkpoint
 
     @property
     def hash(self) -> bytes:
@@ -90,6 +90,29 @@ def check_update(update: Update, parent: Header, block_time_ms: int, task: Task)
         raise ProtocolError(Reason.BAD_TIMESTAMP, "update time is outside [parent - skew, block + skew]")
 
 
+def check_header(header: Header, parent: Header, task: Task, chain: ChainView, now_ms: int) -> None:
+    """The rules a header obeys on its own (PoW, link, retarget, miner set, time): enough to follow
+    a chain of headers, as a late joiner does before trusting a snapshot."""
+    params = task.chain
+    if header.version != HEADER_VERSION:
+        raise ProtocolError(Reason.BAD_VERSION, f"header version {header.version}")
+    if header.task_id != task.id:
+        raise ProtocolError(Reason.WRONG_TASK, "block is for another task")
+    if header.prev_hash != parent.hash:
+        raise ProtocolError(Reason.UNKNOWN_PARENT, "header does not follow its parent")
+    if header.height != parent.height + 1:
+        raise ProtocolError(Reason.BAD_HEIGHT, f"height {header.height}, parent has {parent.height}")
+    target = expected_target(task, parent, chain)
+    if header.target != target:
+        raise ProtocolError(Reason.BAD_TARGET, f"target {header.target:064x}, rule says {target:064x}")
+    if not meets_target(header.hash, header.target):
+        raise ProtocolError(Reason.INSUFFICIENT_WORK, "header hash is above its target")
+    if task.miner(header.miner) is None:
+        raise ProtocolError(Reason.BAD_MINER, "the block's miner is not in the task's miner set")
+    if not parent.timestamp_ms <= header.timestamp_ms <= now_ms + params.max_skew_ms:
+        raise ProtocolError(Reason.BAD_TIMESTAMP, "block time must be >= parent's and <= now + skew")
+
+
 def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> tuple[Block, list[Update], BlockState]:
     """Apply every block rule, cheapest first; return the parsed block, its updates and new state."""
     params = task.chain
@@ -97,26 +120,12 @@ def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> 
         raise ProtocolError(Reason.TOO_LARGE, f"block of {len(raw)} bytes > {params.max_block_bytes}")
     block = Block.parse(raw, params.max_block_bytes)
     header = block.header
-    if header.version != HEADER_VERSION:
-        raise ProtocolError(Reason.BAD_VERSION, f"header version {header.version}")
-    if header.task_id != task.id:
-        raise ProtocolError(Reason.WRONG_TASK, "block is for another task")
     parent = chain.get(header.prev_hash)
-    if parent is None:
+    if parent is None or parent.model is None:
         raise ProtocolError(Reason.UNKNOWN_PARENT, f"parent {header.prev_hash.hex()[:16]} is not known")
-    if header.height != parent.header.height + 1:
-        raise ProtocolError(Reason.BAD_HEIGHT, f"height {header.height}, parent has {parent.header.height}")
-    target = expected_target(task, parent.header, chain)
-    if header.target != target:
-        raise ProtocolError(Reason.BAD_TARGET, f"target {header.target:064x}, rule says {target:064x}")
-    if not meets_target(header.hash, header.target):
-        raise ProtocolError(Reason.INSUFFICIENT_WORK, "header hash is above its target")
+    check_header(header, parent.header, task, chain, now_ms)
     if block.envelope.signer != header.miner:
         raise ProtocolError(Reason.BAD_MINER, "block is not signed by its header's miner")
-    if task.miner(header.miner) is None:
-        raise ProtocolError(Reason.BAD_MINER, "the block's miner is not in the task's miner set")
-    if not parent.header.timestamp_ms <= header.timestamp_ms <= now_ms + params.max_skew_ms:
-        raise ProtocolError(Reason.BAD_TIMESTAMP, "block time must be >= parent's and <= now + skew")
     if len(block.update_bytes) > params.max_updates:
         raise ProtocolError(Reason.TOO_MANY_UPDATES, f"{len(block.update_bytes)} > {params.max_updates}")
     if update_root(block.update_bytes) != header.merkle_root:

@@ -198,3 +198,52 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
     sc = chain.add(c)
     assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), c) == 0
     bed.wait(lambda: tips() == [sc.hash.hex()] * 3, 30, f"every node reorganised onto the longer branch; tips {tips()}")
+
+
+def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
+    bed = bed_factory(miners=1, devices=2, min_updates=1, max_wait_ms=2000)
+    bed.start_miner(0)
+    bed.start_device(0)
+    bed.wait(lambda: tip_of_miner(bed, 0) >= 3, 60, "three blocks before the late joiner")
+    bed.start_device(1)
+    bed.wait(lambda: bed.device_status(1).get("tip_height", 0) >= 3, 60, "the late joiner to catch up")
+    bed.wait(lambda: bed.device_status(1).get("updates_sent", 0) >= 1, 60, "the late joiner's first update")
+    height = bed.device_status(1)["tip_height"]
+    bed.wait(lambda: tip_of_miner(bed, 0) >= height + 1, 60, "a block after the late joiner joined")
+    bed.close()
+    import sqlite3
+
+    rows = sqlite3.connect(bed.root / "d1" / "state" / "chain.db").execute("SELECT height, length(raw) FROM blocks ORDER BY height").fetchall()
+    assert any(size == 0 for h, size in rows if h > 0), "the late joiner did not use a snapshot"
+    lines = [json.loads(l) for l in (bed.root / "d1" / "state" / "model_hashes.jsonl").read_text().splitlines()]
+    from edge_sdk.store import ChainStore
+
+    miner_chain = {h.hash.hex(): h for h in ChainStore(bed.root / "m0" / "chain.db").best_chain()}
+    for line in lines:
+        assert miner_chain[line["block"]].model_hash.hex() == line["model_hash"]
+
+
+def test_a_snapshot_with_a_wrong_model_or_header_changes_nothing(fed, tmp_path):
+    import dataclasses
+
+    from edge_sdk.errors import ProtocolError, Reason
+    from edge_sdk.store import ChainStore
+
+    miner_store = ChainStore(tmp_path / "m.db", fed.genesis)
+    for i in range(3):
+        miner_store.add(fed.block(miner_store, updates=[fed.update(i, miner_store.tip.hash)]))
+    headers = miner_store.best_chain()[1:]
+    model = miner_store.tip.model
+    device = ChainStore(tmp_path / "d.db", fed.genesis)
+    wrong = {k: v + 1 for k, v in model.items()}
+    with pytest.raises(ProtocolError) as info:
+        device.add_checkpoint(headers, wrong)
+    assert info.value.reason is Reason.BAD_MODEL_HASH
+    forged = headers[:1] + [dataclasses.replace(headers[1], nonce=headers[1].nonce + 1)] + headers[2:]
+    with pytest.raises(ProtocolError):
+        device.add_checkpoint(forged, model)
+    assert device.tip.header.height == 0 and device.count() == 1
+    state = device.add_checkpoint(headers, model)
+    assert device.tip.hash == miner_store.tip.hash == state.hash
+    nxt = fed.block(miner_store, updates=[fed.update(0, miner_store.tip.hash)])
+    assert device.add(nxt)[1]  # the device validates blocks after its checkpoint in full
