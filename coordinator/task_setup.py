@@ -54,10 +54,18 @@ def init_task(task_dir: str | Path, *, miners: list[PublicIdentity], name: str =
                 model_files=files)
     (task_dir / "genesis.block").write_bytes(make_genesis(coordinator, task))
     registry = Registry(task_dir, task.id)
-    registry.add("coordinator", coordinator.public.sign_pk)
+    _, password = registry.add("coordinator", coordinator.public.sign_pk)
+    write_private(task_dir / "coordinator" / "broker-password", password + "\n")
     registry.save()
     registry.render(task_dir / "broker")
     return task
+
+
+def coordinator_credentials(task_dir: str | Path) -> tuple[str, str]:
+    """The coordinator's broker username and password (it publishes genesis and revocations)."""
+    task_dir = Path(task_dir)
+    identity = Identity.load(task_dir / "coordinator")
+    return identity.public.node_id, (task_dir / "coordinator" / "broker-password").read_text().strip()
 
 
 def load_task(task_dir: str | Path) -> tuple[Task, Identity, bytes]:

@@ -1,6 +1,7 @@
 """The federation for real: Mosquitto, miner and device processes, faults by SIGKILL."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -247,3 +248,44 @@ def test_a_snapshot_with_a_wrong_model_or_header_changes_nothing(fed, tmp_path):
     assert device.tip.hash == miner_store.tip.hash == state.hash
     nxt = fed.block(miner_store, updates=[fed.update(0, miner_store.tip.hash)])
     assert device.add(nxt)[1]  # the device validates blocks after its checkpoint in full
+
+
+def test_nodes_survive_a_broker_restart(bed_factory):
+    from coordinator import broker
+
+    bed = bed_factory(miners=1, devices=2, min_updates=2, max_wait_ms=3000)
+    bed.start_miner(0)
+    for i in range(2):
+        bed.start_device(i)
+    bed.wait(lambda: tip_of_miner(bed, 0) >= 2, 60, "two rounds")
+    broker.stop(bed.broker)                                      # the broker goes away (persistence on)
+    time.sleep(2)
+    bed.broker, _ = broker.start(bed.root / "broker", bed.root / "task" / "broker", port=bed.port)
+    before = tip_of_miner(bed, 0)
+    bed.wait(lambda: tip_of_miner(bed, 0) >= before + 2, 60, "rounds after the broker came back (nodes reconnect)")
+    bed.wait(lambda: min(bed.device_status(i).get("tip_height", 0) for i in range(2)) >= before + 2, 30, "devices to follow")
+
+
+def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
+    from coordinator.task_setup import coordinator_credentials, revoke_device
+
+    bed = bed_factory(miners=1, devices=2, max_wait_ms=120_000)
+    bed.start_miner(0)
+    bed.wait(lambda: bed.metrics(0), 20, "the miner to start")
+    target = bed.device_ids[1].public
+    d1 = bed.client(*bed.credentials("d1"))
+    notice = revoke_device(bed.root / "task", target.node_id)    # registry, passwd and acl rewritten; broker not yet reloaded
+    coordinator = bed.client(*coordinator_credentials(bed.root / "task"))
+    coordinator.c.publish(bed.topics.revocations, notice, qos=1, retain=True).wait_for_publish(5)
+    time.sleep(1)
+    miner = bed.task.miners[0]
+    genesis_hash = MemoryChain(bed.genesis).tip.hash
+    # the broker still lets d1 publish: the miners refuse its update on their own
+    assert d1.publish(bed.topics.update(miner.node_id, target.node_id), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash))) == 0
+    bed.wait(lambda: bed.metrics(0).get("rejections", {}).get("revoked") == 1, 10, "a revoked rejection")
+    os.kill(bed.broker.pid, signal.SIGHUP)                         # reload: mosquitto drops the revoked user
+    time.sleep(1)
+    with pytest.raises(AssertionError):
+        bed.client(*bed.credentials("d1"))                        # and refuses it from then on
+    d0 = bed.client(*bed.credentials("d0"))                       # others are unaffected
+    d0.close()
