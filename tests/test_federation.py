@@ -123,6 +123,13 @@ def chain_hashes(bed, i):
     return {json.loads(l)["block"]: json.loads(l)["model_hash"] for l in lines}
 
 
+def settle(bed, miner=0, timeout=30):
+    """Wait until every running device has the miner's tip (so nothing is in flight at close)."""
+    running = [int(n[1:]) for n in bed.processes if n.startswith("d")]
+    bed.wait(lambda: all(bed.device_status(i).get("tip") == bed.metrics(miner).get("tip") for i in running), timeout,
+             "devices to reach the miner's tip")
+
+
 def assert_devices_agree(bed, db):
     from edge_sdk.store import ChainStore
 
@@ -148,6 +155,7 @@ def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
     bed.start_device(2)
     bed.wait(lambda: bed.device_status(2).get("tip_height", -1) >= start + 2, 60, "d2 to catch up")
     bed.wait(lambda: tip_of_miner(bed, 0) >= start + 3, 60, "a round with d2 back")
+    settle(bed)
     bed.close()
     for i in range(2):
         report = verify_database(bed.root / f"m{i}" / "chain.db")
@@ -170,6 +178,7 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
     bed.wait(lambda: tip_of_miner(bed, 1) >= tip_of_miner(bed, 0) >= killed_at + 2, 60, "m1 to resync")
     target = tip_of_miner(bed, 0) + 1
     bed.wait(lambda: min(tip_of_miner(bed, i) for i in range(2)) >= target, 60, "another round with both miners")
+    settle(bed, miner=1)
     bed.close()
     for i in range(2):
         report = verify_database(bed.root / f"m{i}" / "chain.db")
@@ -202,15 +211,22 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
 
 
 def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
-    bed = bed_factory(miners=1, devices=2, min_updates=1, max_wait_ms=2000)
+    bed = bed_factory(miners=1, devices=2, min_updates=2, max_wait_ms=2500)
     bed.start_miner(0)
     bed.start_device(0)
     bed.wait(lambda: tip_of_miner(bed, 0) >= 3, 60, "three blocks before the late joiner")
     bed.start_device(1)
     bed.wait(lambda: bed.device_status(1).get("tip_height", 0) >= 3, 60, "the late joiner to catch up")
     bed.wait(lambda: bed.device_status(1).get("updates_sent", 0) >= 1, 60, "the late joiner's first update")
-    height = bed.device_status(1)["tip_height"]
-    bed.wait(lambda: tip_of_miner(bed, 0) >= height + 1, 60, "a block after the late joiner joined")
+    late = bed.device_ids[1].public.node_id
+
+    def rewarded():
+        out = subprocess.run([sys.executable, "-m", "coordinator.cli", "chain", "balances", str(bed.root / "m0" / "chain.db")],
+                             capture_output=True, text=True).stdout
+        return any(line.split()[0] == late and int(line.split()[1]) > 0 for line in out.splitlines())
+
+    bed.wait(rewarded, 60, "a block that includes the late joiner's update (a data reward)")
+    settle(bed)
     bed.close()
     import sqlite3
 
