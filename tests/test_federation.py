@@ -305,3 +305,21 @@ def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
         bed.client(*bed.credentials("d1"))                        # and refuses it from then on
     d0 = bed.client(*bed.credentials("d0"))                       # others are unaffected
     d0.close()
+
+
+def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
+    out = tmp_path / "interrupted"
+    run = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "3", "--miners", "2", "--rounds", "50",
+                            "--out", str(out)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "round 1/" not in (line := run.stdout.readline()):
+        pass
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=30) == 130
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split() == []
+    late = tmp_path / "too-slow"
+    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "2", "--miners", "1", "--rounds", "100",
+                             "--timeout", "8", "--out", str(late)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "timed out" in result.stdout
+    assert json.loads((late / "report.json").read_text())["ok"] is False
