@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk import envelope, sync
-from edge_sdk.aggregation import fedavg
+from edge_sdk.aggregation import apply_updates
 from edge_sdk.block import Block, Header, Update, block_template, seal_block
 from edge_sdk.chain import now_ms
 from edge_sdk.errors import ProtocolError, Reason
@@ -194,9 +194,9 @@ class Miner:
             return
         parent = self.store.tip
         updates = [Update.parse(raw, self.task) for raw in pool]
-        model = fedavg(parent.model, [(u.samples, u.delta) for u in updates], self.task.chain.frac_bits)
+        commitment, _ = apply_updates(self.task, parent.model, updates)  # miners never hold the Paillier key
         template = block_template(parent=parent.header, task=self.task, miner=self.identity.public.sign_pk, update_bytes=pool,
-                                  new_model=model, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
+                                  commitment=commitment, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
                                   target=expected_target(self.task, parent.header, self.store))
         stop = threading.Event()
         self._stop_mining = stop
@@ -286,7 +286,7 @@ class Miner:
             return
         best = self.store.best_chain()
         hashes = [h.hash for h in best]
-        if sync.wants_snapshot(request, hashes):  # a late joiner: headers and the tip's model, not every block
+        if sync.wants_snapshot(request, hashes) and not self.task.privacy.encrypted:  # a late joiner: headers and the tip's model, not every block
             model = encode_model(self.store.tip.model, self.task.chain.frac_bits)
             response = sync.make_response(self.identity, self.task, [], ([h.encode() for h in best[1:]], model))
             self._publish(msg.response_topic, response, correlation=msg.correlation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from edge_sdk.aggregation import fedavg
+from edge_sdk.aggregation import apply_updates
 from edge_sdk.block import NONCE_OFFSET, Header, Update, block_template, seal_block
 from edge_sdk.keys import Identity
 from edge_sdk.task import Task
@@ -39,10 +39,10 @@ def build_block(
     updates = [Update.parse(raw, task) for raw in update_bytes]
     for update in updates:
         check_update(update, parent.header, timestamp, task)
-    model = fedavg(parent.model, [(u.samples, u.delta) for u in updates], task.chain.frac_bits)
+    commitment, _ = apply_updates(task, parent.model, updates)
     template = block_template(
         parent=parent.header, task=task, miner=identity.public.sign_pk, update_bytes=update_bytes,
-        new_model=model, timestamp_ms=timestamp, target=expected_target(task, parent.header, chain),
+        commitment=commitment, timestamp_ms=timestamp, target=expected_target(task, parent.header, chain),
     )
     mined = search_nonce(template, stop=stop)
     if mined is None:

@@ -41,3 +41,32 @@ def fedavg(base: Model, updates: Sequence[tuple[int, Mapping[str, np.ndarray]]],
         mean = (2 * acc + total) // (2 * total)
         out[name] = value + mean
     return out
+
+
+def apply_updates(task, parent_model: Model | None, updates, decryptor=None) -> tuple[bytes, Model | None]:
+    """(commitment, new model) of a block on a parent: what the header's model_hash must be.
+
+    plain and dp: the commitment is the new model's hash. Paillier: it is the hash of the
+    encrypted aggregate (any node can recompute it without the key); only a holder of the key
+    (a `decryptor`) gets the model, exactly: parent + sample-weighted mean of the decrypted sums.
+    """
+    from . import paillier
+    from .params import model_hash
+
+    frac = task.chain.frac_bits
+    if not task.privacy.encrypted:
+        model = fedavg(parent_model, [(u.samples, u.delta) for u in updates], frac)
+        return model_hash(model, frac), model
+    packing = task.privacy.packing
+    total = sum(u.samples for u in updates)
+    summed = paillier.aggregate([u.ciphertexts for u in updates], packing)
+    commitment = paillier.aggregate_hash(summed, total, packing)
+    if decryptor is None or parent_model is None:
+        return commitment, None
+    if not updates:
+        return commitment, {name: value.copy() for name, value in parent_model.items()}
+    values = sum(v.size for v in parent_model.values())
+    mean = paillier.mean_fixed(decryptor.sums(summed, values), total, packing, frac)
+    shapes = {name: v.shape for name, v in parent_model.items()}
+    delta = paillier.unflatten(np.array(mean, dtype=np.int64), shapes)
+    return commitment, {name: parent_model[name] + delta[name] for name in parent_model}

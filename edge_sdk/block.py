@@ -16,6 +16,7 @@ from . import codec, envelope
 from .errors import ProtocolError, Reason
 from .keys import Identity
 from .merkle import merkle_root
+from .paillier import parse_ciphertexts
 from .params import Model, model_hash
 from .cert import Certificate
 from .task import MAX_SAMPLES, Task
@@ -73,8 +74,9 @@ class Update:
     base: bytes
     samples: int
     timestamp_ms: int
-    delta: dict[str, np.ndarray]
+    delta: dict[str, np.ndarray] | None   # plain and dp modes
     cert: Certificate
+    ciphertexts: list[int] | None = None  # paillier modes
 
     @property
     def device(self) -> bytes:
@@ -89,7 +91,7 @@ class Update:
         """Verify signature and shape rules that need no chain state; raise ProtocolError."""
         env = envelope.open_envelope(raw, expect="update", max_bytes=task.chain.max_update_bytes)
         body = env.body
-        keys = {"task", "base", "samples", "ts", "delta", "cert"}
+        keys = {"task", "base", "samples", "ts", "enc" if task.privacy.encrypted else "delta", "cert"}
         if not isinstance(body, dict) or set(body) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"update body must have exactly {sorted(keys)}")
         if body["task"] != task.id:
@@ -108,6 +110,12 @@ class Update:
             raise ProtocolError(Reason.OVER_QUOTA, f"{samples} samples > quota {cert.quota}")
         if ts > cert.expires_ms:
             raise ProtocolError(Reason.CERT_EXPIRED, "the certificate expired before the update was made")
+        if task.privacy.encrypted:
+            packing = task.privacy.packing
+            if cert.quota > packing.max_quota:
+                raise ProtocolError(Reason.OVER_QUOTA, "certificate quota above the Paillier headroom's max_quota")
+            values = sum(math.prod(s) for s in task.shapes.values())
+            return cls(env, body["task"], body["base"], samples, ts, None, cert, parse_ciphertexts(body["enc"], values, packing))
         delta = _parse_delta(body["delta"], task)
         return cls(env, body["task"], body["base"], samples, ts, delta, cert)
 
@@ -132,15 +140,14 @@ def _parse_delta(value, task: Task) -> dict[str, np.ndarray]:
     return delta
 
 
-def make_update(identity: Identity, task: Task, cert: bytes, base: bytes, samples: int, delta: dict[str, np.ndarray], timestamp_ms: int) -> bytes:
-    body = {
-        "cert": cert,
-        "task": task.id,
-        "base": base,
-        "samples": int(samples),
-        "ts": int(timestamp_ms),
-        "delta": {name: codec.encode_array(np.asarray(v, dtype="<f4")) for name, v in delta.items()},
-    }
+def make_update(identity: Identity, task: Task, cert: bytes, base: bytes, samples: int, delta: dict[str, np.ndarray] | None,
+                timestamp_ms: int, ciphertexts: list[bytes] | None = None) -> bytes:
+    """A signed update: float32 `delta` (plain, dp) or Paillier `ciphertexts` (paillier modes)."""
+    body = {"cert": cert, "task": task.id, "base": base, "samples": int(samples), "ts": int(timestamp_ms)}
+    if ciphertexts is not None:
+        body["enc"] = list(ciphertexts)
+    else:
+        body["delta"] = {name: codec.encode_array(np.asarray(v, dtype="<f4")) for name, v in delta.items()}
     return envelope.sign(identity, "update", body)
 
 
@@ -176,14 +183,14 @@ def update_root(update_bytes) -> bytes:
     return merkle_root([hashlib.sha256(u).digest() for u in update_bytes])
 
 
-def block_template(*, parent: Header, task: Task, miner: bytes, update_bytes, new_model: Model, timestamp_ms: int, target: int) -> Header:
-    """Header of a block on `parent` (nonce 0, not yet mined)."""
+def block_template(*, parent: Header, task: Task, miner: bytes, update_bytes, commitment: bytes, timestamp_ms: int, target: int) -> Header:
+    """Header of a block on `parent` (nonce 0, not yet mined); `commitment` from aggregation.apply_updates."""
     return Header(
         height=parent.height + 1,
         prev_hash=parent.hash,
         task_id=task.id,
         merkle_root=update_root(update_bytes),
-        model_hash=model_hash(new_model, task.chain.frac_bits),
+        model_hash=commitment,
         miner=miner,
         timestamp_ms=timestamp_ms,
         target=target,

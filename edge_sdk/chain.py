@@ -16,8 +16,9 @@ def now_ms() -> int:
 class MemoryChain:
     """Validates and keeps every block it is given; `tip` follows fork choice."""
 
-    def __init__(self, genesis_raw: bytes):
+    def __init__(self, genesis_raw: bytes, decryptor=None):
         state, self.task = validate_genesis(genesis_raw)
+        self.decryptor = decryptor
         self.genesis_hash = state.hash
         self._states: dict[bytes, BlockState] = {state.hash: state}
         self.raw: dict[bytes, bytes] = {state.hash: genesis_raw}
@@ -40,7 +41,7 @@ class MemoryChain:
 
     def add(self, raw: bytes, now: int | None = None) -> BlockState:
         """Validate and keep a block; returns its state (the known one if it was seen before)."""
-        block, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now_ms() if now is None else now)
+        block, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now_ms() if now is None else now, decryptor=self.decryptor)
         known = self._states.get(state.hash)
         if known is not None:
             return known

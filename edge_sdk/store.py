@@ -52,8 +52,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 class ChainStore:
     """A node's chain on disk. Implements edge_sdk's ChainView, so blocks validate against it."""
 
-    def __init__(self, path: str | Path, genesis_raw: bytes | None = None):
+    def __init__(self, path: str | Path, genesis_raw: bytes | None = None, decryptor=None):
+        """`decryptor`: a device's Paillier key, so encrypted blocks yield models (miners have none)."""
         self.path = Path(path)
+        self.decryptor = decryptor
         self.conn = connect(self.path)
         self.conn.executescript(SCHEMA)
         self._cache: dict[bytes, BlockState] = {}
@@ -128,7 +130,7 @@ class ChainStore:
         row = self.conn.execute("SELECT hash FROM blocks WHERE raw_digest = ?", (hashlib.sha256(raw).digest(),)).fetchone()
         if row is not None:
             return self.get(row[0]), False
-        _, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now_ms() if now is None else now)
+        _, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now_ms() if now is None else now, decryptor=self.decryptor)
         if self.has(state.hash):
             return self.get(state.hash), False
         with self._transaction():

@@ -141,6 +141,55 @@ class RewardRules:
         return rules
 
 
+PRIVACY_MODES = ("plain", "dp", "paillier", "paillier+dp")
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """How updates are protected. `dp`: devices clip each update to L2 norm `dp_clip` and add
+    Gaussian noise of standard deviation dp_noise * dp_clip. `paillier`: updates are packed and
+    encrypted under `packing.n`; miners aggregate without the key."""
+
+    mode: str = "plain"
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    packing: "object | None" = None   # edge_sdk.paillier.Packing
+
+    @property
+    def dp(self) -> bool:
+        return self.mode in ("dp", "paillier+dp")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.mode in ("paillier", "paillier+dp")
+
+    def to_wire(self) -> dict:
+        return {"mode": self.mode,
+                "dp": {"clip": float(self.dp_clip), "noise_multiplier": float(self.dp_noise)} if self.dp else None,
+                "paillier": self.packing.to_wire() if self.encrypted else None}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "Privacy":
+        from .paillier import Packing
+
+        if not isinstance(value, dict) or set(value) != {"mode", "dp", "paillier"} or value["mode"] not in PRIVACY_MODES:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy must be {{mode: one of {PRIVACY_MODES}, dp, paillier}}")
+        mode = value["mode"]
+        privacy = cls(mode)
+        if privacy.dp:
+            dp = _fields_from_wire(cls, value["dp"], "privacy.dp", {"clip": float, "noise_multiplier": float})
+            if not dp["clip"] > 0 or dp["noise_multiplier"] < 0:
+                raise ProtocolError(Reason.BAD_BODY, "privacy.dp: clip must be > 0 and noise_multiplier >= 0")
+            privacy = cls(mode, float(dp["clip"]), float(dp["noise_multiplier"]))
+        elif value["dp"] is not None:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy.dp must be null in mode {mode}")
+        if privacy.encrypted:
+            return cls(mode, privacy.dp_clip, privacy.dp_noise, Packing.from_wire(value["paillier"]))
+        if value["paillier"] is not None:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy.paillier must be null in mode {mode}")
+        return privacy
+
+
 @dataclass(frozen=True)
 class MinerInfo:
     sign_pk: bytes
@@ -165,6 +214,7 @@ class Task:
     rounds: RoundRules = RoundRules()
     rewards: RewardRules = RewardRules()
     model_files: dict = field(default_factory=dict)   # file name -> SHA-256 of the model package files
+    privacy: Privacy = Privacy()
 
     def to_wire(self) -> dict:
         return {
@@ -178,6 +228,7 @@ class Task:
             "rounds": self.rounds.to_wire(),
             "rewards": self.rewards.to_wire(),
             "model_files": dict(self.model_files),
+            "privacy": self.privacy.to_wire(),
         }
 
     @property
@@ -194,7 +245,7 @@ class Task:
 
     @classmethod
     def from_wire(cls, value: Any) -> "Task":
-        keys = {"name", "coordinator", "chain", "model", "created_ms", "miners", "training", "rounds", "rewards", "model_files"}
+        keys = {"name", "coordinator", "chain", "model", "created_ms", "miners", "training", "rounds", "rewards", "model_files", "privacy"}
         if not isinstance(value, dict) or set(value) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"task manifest must have exactly {sorted(keys)}")
         if not isinstance(value["name"], str) or not 0 < len(value["name"]) <= 64:
@@ -218,9 +269,12 @@ class Task:
             raise ProtocolError(Reason.BAD_BODY, "model frac_bits differs from the chain's")
         if not model:
             raise ProtocolError(Reason.BAD_BODY, "model has no parameters")
+        privacy = Privacy.from_wire(value["privacy"])
+        if privacy.encrypted and chain.max_updates > privacy.packing.max_updates:
+            raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
         return cls(
             value["name"], value["coordinator"], chain, model, value["created_ms"],
             tuple(MinerInfo(m["sign_pk"], m["box_pk"]) for m in miners),
             TrainingParams.from_wire(value["training"]), RoundRules.from_wire(value["rounds"]),
-            RewardRules.from_wire(value["rewards"]), dict(files),
+            RewardRules.from_wire(value["rewards"]), dict(files), privacy,
         )

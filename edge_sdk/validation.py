@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import envelope
-from .aggregation import fedavg
+from .aggregation import apply_updates
 from .block import HEADER_VERSION, ZERO_HASH, Block, Header, Update, update_root
 from .errors import ProtocolError, Reason
 from .merkle import merkle_root
@@ -113,7 +113,7 @@ def check_header(header: Header, parent: Header, task: Task, chain: ChainView, n
         raise ProtocolError(Reason.BAD_TIMESTAMP, "block time must be >= parent's and <= now + skew")
 
 
-def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> tuple[Block, list[Update], BlockState]:
+def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int, decryptor=None) -> tuple[Block, list[Update], BlockState]:
     """Apply every block rule, cheapest first; return the parsed block, its updates and new state."""
     params = task.chain
     if len(raw) > params.max_block_bytes:
@@ -121,7 +121,7 @@ def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> 
     block = Block.parse(raw, params.max_block_bytes)
     header = block.header
     parent = chain.get(header.prev_hash)
-    if parent is None or parent.model is None:
+    if parent is None or (parent.model is None and (decryptor is not None or not task.privacy.encrypted)):
         raise ProtocolError(Reason.UNKNOWN_PARENT, f"parent {header.prev_hash.hex()[:16]} is not known")
     check_header(header, parent.header, task, chain, now_ms)
     if block.envelope.signer != header.miner:
@@ -141,7 +141,7 @@ def validate_block(raw: bytes, *, task: Task, chain: ChainView, now_ms: int) -> 
             raise ProtocolError(Reason.DUPLICATE_DEVICE, f"update {index} repeats a device")
         devices.add(update.device)
         updates.append(update)
-    model = fedavg(parent.model, [(u.samples, u.delta) for u in updates], params.frac_bits)
-    if model_hash(model, params.frac_bits) != header.model_hash:
-        raise ProtocolError(Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model")
+    commitment, model = apply_updates(task, parent.model, updates, decryptor)
+    if commitment != header.model_hash:
+        raise ProtocolError(Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model (or encrypted aggregate)")
     return block, updates, BlockState(header, parent.cumwork + work(header.target), model)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from coordinator.mining import build_block, search_nonce
-from edge_sdk.aggregation import fedavg
+from edge_sdk.aggregation import apply_updates
+from edge_sdk.params import model_hash
 from edge_sdk.block import Header, Update, block_template, make_genesis, make_update, seal_block
 from edge_sdk.chain import MemoryChain, now_ms
 from edge_sdk.errors import ProtocolError
@@ -46,15 +47,16 @@ class Federation:
     def forged(self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, **fields) -> bytes:
         """A block whose header fields are overridden, then (re)mined so only the chosen rule breaks."""
         parent = chain.tip if parent is None else parent
-        if model is None:
-            try:
-                parsed = [Update.parse(u, self.task) for u in updates]
-                model = fedavg(parent.model, [(u.samples, u.delta) for u in parsed], self.task.chain.frac_bits)
-            except ProtocolError:  # a deliberately bad update: the model is never reached
-                model = parent.model
+        try:
+            parsed = [Update.parse(u, self.task) for u in updates]
+            commitment, _ = apply_updates(self.task, parent.model if model is None else model, parsed)
+            if model is not None:
+                commitment = model_hash(model, self.task.chain.frac_bits)
+        except ProtocolError:  # a deliberately bad update: the model is never reached
+            commitment = bytes(32)
         header = block_template(
             parent=parent.header, task=self.task, miner=self.miner.public.sign_pk, update_bytes=list(updates),
-            new_model=model, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
+            commitment=commitment, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
             target=expected_target(self.task, parent.header, chain),
         )
         header = dataclasses.replace(header, **fields)
