@@ -105,6 +105,6 @@ def _compare_stored(state: BlockState, stored_hash, height, cumwork, model, frac
         return "stored height differs from the header's"
     if int.from_bytes(cumwork, "big") != state.cumwork:
         return "stored cumulative work differs"
-    if codec.encode(encode_model(state.model, frac_bits)) != model:
+    if (b"" if state.model is None else codec.encode(encode_model(state.model, frac_bits))) != model:
         return "stored model differs from the recomputed one"
     return None

@@ -118,7 +118,8 @@ def _coordinator_init(args) -> int:
         task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
                          training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
                          rounds=RoundRules(args.min_updates, args.max_wait_ms), rewards=RewardRules(args.mining_reward, args.sample_reward),
-                         target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes)
+                         target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, privacy=args.privacy,
+                         dp_clip=args.dp_clip, dp_noise=args.dp_noise)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,7 +168,8 @@ def _emulate(args) -> int:
         parse(args.partition)
         options = Options(out=Path(args.out), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
                           partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker)
+                          learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker,
+                          privacy=args.privacy, dp_clip=args.dp_clip, dp_noise=args.dp_noise, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
         if options.devices < 1 or options.miners < 1 or options.rounds < 1:
             raise ValueError("--devices, --miners and --rounds must be >= 1")
         return run(options)
@@ -208,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
     emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     emulate.add_argument("--broker", help="mqtt://host:port of a running broker (default: start Mosquitto)")
+    emulate.add_argument("--privacy", default="plain", choices=["plain", "dp", "paillier", "paillier+dp"])
+    emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")
+    emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
+    emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
+    emulate.add_argument("--dp-delta", type=float, default=1e-5)
     emulate.add_argument("--out", default="out/emulate", help="report directory (must be new or empty)")
     emulate.set_defaults(func=_emulate)
 
@@ -237,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--max-wait-ms", type=int, default=30_000, help="how long a miner waits for more updates")
     init.add_argument("--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward")
     init.add_argument("--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block")
+    init.add_argument("--privacy", default="plain", choices=["plain", "dp", "paillier", "paillier+dp"])
+    init.add_argument("--dp-clip", type=float, default=1.0)
+    init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")
     init.add_argument("--mining-reward", type=int, default=100)
     init.add_argument("--sample-reward", type=int, default=1)
     init.set_defaults(func=_coordinator_init)

@@ -56,6 +56,20 @@ class Options:
     timeout: float = 600.0
     broker_url: str | None = None       # use a running broker instead of starting one
     quiet: bool = False
+    privacy: str = "plain"              # plain | dp | paillier | paillier+dp
+    dp_clip: float = 1.0
+    dp_noise: float | None = None       # noise multiplier; default: calibrated from dp_epsilon
+    dp_epsilon: float = 8.0
+    dp_delta: float = 1e-5
+
+    def noise_multiplier(self) -> float:
+        if self.privacy not in ("dp", "paillier+dp"):
+            return 0.0
+        if self.dp_noise is not None:
+            return self.dp_noise
+        from .accountant import noise_for
+
+        return noise_for(self.dp_epsilon, self.dp_delta, self.rounds)
 
 
 @dataclass
@@ -138,9 +152,10 @@ def _run(fed: Federation, started: float) -> int:
         out / "task", miners=[m.public for m in miner_ids], name="emulated-digits", model=o.model, optimizer=o.optimizer, seed=o.seed,
         training=TrainingParams(o.epochs, o.batch_size, o.learning_rate),
         rounds=RoundRules(o.min_updates or o.devices, o.max_wait_ms), initial_hashes=o.initial_hashes,
-        target_interval_ms=5000,
+        target_interval_ms=5000, privacy=o.privacy, dp_clip=o.dp_clip, dp_noise=o.noise_multiplier(),
     )
-    say(o, f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.partition}), {o.miners} miners, {o.rounds} rounds")
+    say(o, f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.partition}), {o.miners} miners, {o.rounds} rounds, "
+           f"privacy {o.privacy}" + (f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""))
     port = local_broker.free_port() if o.broker_url is None else None
     url = o.broker_url or f"mqtt://127.0.0.1:{port}"
     for i, identity in enumerate(miner_ids):
@@ -179,14 +194,22 @@ class Observer:
 
     def __init__(self, options: Options, genesis: bytes, broker: BrokerConfig, test_set, package_dir: Path):
         self.options = options
-        self.chain = MemoryChain(genesis)
+        task = MemoryChain(genesis).task
+        decryptor = None
+        if task.privacy.encrypted:  # the emulator evaluates models as a device would: with the task's key
+            from edge_sdk.paillier import Decryptor
+
+            from .task_setup import paillier_private_key
+
+            decryptor = Decryptor(paillier_private_key(options.out / "task", task), task.privacy.packing)
+        self.chain = MemoryChain(genesis, decryptor)
         self.task = self.chain.task
         self.topics = Topics(self.task.id)
         self.conn = Connection(broker, client_id=f"observer-{os.getpid()}", subscriptions=[self.topics.all("block")])
         self.evaluator = PortableTrainer(ModelPackage.load(package_dir))
         self.x_test, self.y_test = test_set
         self.rounds: dict[str, dict] = {}
-        self._last_totals = {"bytes": 0, "rejections": {}}
+        self._last_totals = {"bytes": 0, "rejections": {}, "aggregate_ms": 0, "crypto_s": 0.0}
         self.initial = self.evaluator.evaluate(to_float(self.task.initial_model, self.task.chain.frac_bits), self.x_test, self.y_test)
 
     def follow(self, fed: Federation, started: float) -> bool:
@@ -216,8 +239,9 @@ class Observer:
                     switched = last is not None and self.chain.get(last).header.height >= tip.header.height
                     last = tip.hash
                     r = self.rounds[tip.hash.hex()]
+                    extra = f"  epsilon {r['epsilon']:.2f}" if "epsilon" in r else ""
                     say(o, f"round {tip.header.height}/{o.rounds}{' (fork switch)' if switched else ''}  accuracy {r['accuracy']:.3f}  loss {r['loss']:.3f}  "
-                           f"block interval {r['block_interval_s']:.1f}s  updates {r['updates']}  miner {r['miner'][:8]}  "
+                           f"block interval {r['block_interval_s']:.1f}s  updates {r['updates']}  miner {r['miner_id'][:8]}{extra}  "
                            f"[{time.monotonic() - started:.0f}s]")
                 if tip.header.height >= o.rounds:
                     return True
@@ -244,20 +268,33 @@ class Observer:
             self.rounds[state.hash.hex()]["rejections"] = {
                 k: v - self._last_totals["rejections"].get(k, 0) for k, v in totals["rejections"].items()
                 if v != self._last_totals["rejections"].get(k, 0)}
+            if self.task.privacy.encrypted:
+                self.rounds[state.hash.hex()]["miner_aggregate_ms"] = round(totals["aggregate_ms"] - self._last_totals["aggregate_ms"], 1)
+                self.rounds[state.hash.hex()]["device_encrypt_s"] = round(totals["crypto_s"] - self._last_totals["crypto_s"], 3)
+            if self.task.privacy.dp:
+                from .accountant import epsilon
+
+                self.rounds[state.hash.hex()]["epsilon"] = epsilon(self.task.privacy.dp_noise, state.header.height, self.options.dp_delta)
             self._last_totals = totals
 
     def _miner_totals(self) -> dict:
         """Bytes miners sent and received, and rejections by reason, so far (from their metrics files)."""
-        total, rejections = 0, {}
+        total, rejections, aggregate_ms, crypto_s = 0, {}, 0.0, 0.0
         for i in range(self.options.miners):
             try:
                 metrics = json.loads((self.options.out / "miners" / f"m{i}" / "chain.db.metrics.json").read_text())
             except (OSError, ValueError):
                 continue
             total += metrics["counters"].get("bytes_in", 0) + metrics["counters"].get("bytes_out", 0)
+            aggregate_ms += metrics["counters"].get("aggregate_ms", 0)
             for k, v in metrics.get("rejections", {}).items():
                 rejections[k] = rejections.get(k, 0) + v
-        return {"bytes": total, "rejections": rejections}
+        for i in range(self.options.devices):
+            try:
+                crypto_s += json.loads((self.options.out / "devices" / f"d{i}" / "state" / "status.json").read_text())["crypto_seconds"]
+            except (OSError, ValueError, KeyError):
+                pass
+        return {"bytes": total, "rejections": rejections, "aggregate_ms": aggregate_ms, "crypto_s": crypto_s}
 
 
 def _wait_for_devices(o: Options, task_id: bytes, height: int, deadline: float) -> None:
@@ -291,7 +328,7 @@ def _finish(o: Options, observer: Observer, reached: bool, started: float) -> in
         db = o.out / "miners" / f"m{i}" / "chain.db"
         report = verify_database(db)
         verify[f"m{i}"] = {"ok": report.ok, "blocks": report.blocks, "failure": str(report.failure) if report.failure else None}
-    agreement = _model_hash_agreement(o, best)
+    agreement = _model_hash_agreement(o, best, chain.task.chain.frac_bits)
     metrics = {}
     for i in range(o.miners):
         path = o.out / "miners" / f"m{i}" / "chain.db.metrics.json"
@@ -306,6 +343,8 @@ def _finish(o: Options, observer: Observer, reached: bool, started: float) -> in
         "ok": ok, "reached_rounds": reached, "seconds": round(time.monotonic() - started, 1),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in o.__dict__.items()},
         "task_id": chain.task.id.hex(), "initial": {"accuracy": observer.initial.accuracy, "loss": observer.initial.loss},
+        "privacy": chain.task.privacy.mode, "dp": {"noise_multiplier": chain.task.privacy.dp_noise, "clip": chain.task.privacy.dp_clip,
+                                                   "delta": o.dp_delta} if chain.task.privacy.dp else None,
         "rounds": rounds, "chain_verify": verify, "model_hash_agreement": agreement,
         "rejections": _sum_counters(m.get("rejections", {}) for m in metrics.values()),
         "miners": metrics, "devices": device_stats, "rewards": ledger,
@@ -319,8 +358,11 @@ def _finish(o: Options, observer: Observer, reached: bool, started: float) -> in
     return 0 if ok else 1
 
 
-def _model_hash_agreement(o: Options, best) -> dict:
-    """Every device must have computed, for every block of the best chain, the header's model hash."""
+def _model_hash_agreement(o: Options, best, frac_bits: int) -> dict:
+    """Every device must have computed, for every block of the best chain, the same model as the
+    observer (in plain and dp modes the header's model hash; with Paillier, the decrypted model)."""
+    from edge_sdk.params import model_hash
+
     problems = []
     for i in range(o.devices):
         path = o.out / "devices" / f"d{i}" / "state" / "model_hashes.jsonl"
@@ -331,7 +373,7 @@ def _model_hash_agreement(o: Options, best) -> dict:
                 seen[entry["block"]] = entry["model_hash"]
         for state in best:
             got = seen.get(state.hash.hex())
-            if got != state.header.model_hash.hex():
+            if got != model_hash(state.model, frac_bits).hex():
                 problems.append(f"d{i} height {state.header.height}: {'missing' if got is None else 'differs'}")
     return {"ok": not problems, "devices": o.devices, "blocks": len(best), "problems": problems[:20]}
 

@@ -194,7 +194,9 @@ class Miner:
             return
         parent = self.store.tip
         updates = [Update.parse(raw, self.task) for raw in pool]
+        started = time.perf_counter()
         commitment, _ = apply_updates(self.task, parent.model, updates)  # miners never hold the Paillier key
+        self.counters["aggregate_ms"] += round((time.perf_counter() - started) * 1000, 3)
         template = block_template(parent=parent.header, task=self.task, miner=self.identity.public.sign_pk, update_bytes=pool,
                                   commitment=commitment, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
                                   target=expected_target(self.task, parent.header, self.store))

@@ -69,12 +69,17 @@ def _summary(report: dict) -> str:
     ]
     lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} | {r['block_bytes']} "
               f"| {r.get('wire_bytes', '')} | {', '.join(f'{k} {v}' for k, v in r.get('rejections', {}).items()) or '-'} |" for r in rounds]
+    if report.get("privacy", "plain") != "plain":
+        lines += ["", f"Privacy: {report['privacy']}.", "",
+                  "| round | accuracy | epsilon | device encryption (s, all devices) | miner aggregation (ms) | block bytes |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r.get('epsilon', '-') if 'epsilon' not in r else format(r['epsilon'], '.2f')} "
+                  f"| {r.get('device_encrypt_s', '-')} | {r.get('miner_aggregate_ms', '-')} | {r['block_bytes']} |" for r in rounds]
     verify = ", ".join(f"{k}: {'ok' if v['ok'] else v['failure']}" for k, v in report["chain_verify"].items())
     agreement = report["model_hash_agreement"]
     lines += [
         "",
         f"- chain verify: {verify}",
-        f"- model hashes: {'every device computed the header model hash for every block' if agreement['ok'] else agreement['problems']}",
+        f"- model hashes: {'every device computed the same global model for every block' if agreement['ok'] else agreement['problems']}",
         f"- rejections by reason: {report['rejections'] or 'none'}",
         f"- blocks off the best chain (forks): {report['forks']}",
         "",

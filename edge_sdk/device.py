@@ -29,7 +29,9 @@ from .errors import ProtocolError, Reason
 from .keys import Identity
 from .logs import event
 from .mqtt import Acked, BrokerConfig, Connected, Connection, Incoming, MessageTooLarge
+from .paillier import Decryptor, MaskPool, encrypt_update
 from .params import model_hash, to_fixed, to_float
+from .privacy import clip_and_noise, open_private_key
 from .store import ChainStore
 from .topics import Topics
 from .training import ModelPackage, make_trainer
@@ -78,7 +80,14 @@ class Device:
         self.me = identity.public.node_id
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
-        self.store = ChainStore(self.state / "chain.db", bundle.genesis)
+        privacy = self.task.privacy
+        self.masks = decryptor = None
+        if privacy.encrypted:  # the key comes sealed to this device; encryption masks are made while idle
+            key = open_private_key((bundle.directory / "paillier.key.sealed").read_bytes(), identity.box_key, privacy.packing.n)
+            decryptor = Decryptor(key, privacy.packing)
+            values = sum(v.size for v in self.task.initial_model.values())
+            self.masks = MaskPool(privacy.packing.n, 2 * privacy.packing.ciphertext_count(values))
+        self.store = ChainStore(self.state / "chain.db", bundle.genesis, decryptor=decryptor)
         self.trainer = make_trainer(bundle.package, backend)
         self.topics = Topics(self.task.id)
         miners = list(self.task.miners)
@@ -96,7 +105,8 @@ class Device:
         self.training: threading.Thread | None = None
         self.trained_for: bytes | None = None
         self.pending: tuple[int, bytes] | None = None  # (mid, update) awaiting PUBACK
-        self.stats = {"updates_sent": 0, "rejections": {}, "retrains": 0, "bytes_out": 0, "bytes_in": 0, "train_seconds": 0.0}
+        self.stats = {"updates_sent": 0, "rejections": {}, "retrains": 0, "bytes_out": 0, "bytes_in": 0, "train_seconds": 0.0,
+                      "crypto_seconds": 0.0}
 
     # --- lifecycle ---
     def run(self, *, until: float | None = None) -> None:
@@ -117,6 +127,8 @@ class Device:
             self._write_status()
             self.conn.stop()
             self.store.close()
+            if self.masks is not None:
+                self.masks.close()
 
     def _handle(self, item) -> None:
         if item is None:
@@ -234,11 +246,20 @@ class Device:
             seed = int.from_bytes(hashlib.sha256(self.identity.public.sign_pk + base).digest()[:4], "big")
             result = self.trainer.fit(params, self.x, self.y, epochs=training.epochs, batch_size=training.batch_size,
                                       learning_rate=training.learning_rate, seed=seed)
-            limit = np.float32(2.0 ** self.task.chain.delta_bits)
-            top = np.nextafter(limit, np.float32(0))
-            delta = {p: np.clip(result.params[p] - params[p], -top, top).astype(np.float32) for p in params}
-            update = make_update(self.identity, self.task, self.bundle.cert_raw, base, len(self.x), delta, now_ms())
+            delta = {p: result.params[p] - params[p] for p in params}
+            privacy = self.task.privacy
+            if privacy.dp:
+                delta = clip_and_noise(delta, privacy.dp_clip, privacy.dp_noise)
             self.stats["train_seconds"] += time.perf_counter() - started
+            if privacy.encrypted:
+                started = time.perf_counter()
+                ciphertexts = encrypt_update(delta, len(self.x), self.task.shapes, privacy.packing, self.masks)
+                self.stats["crypto_seconds"] += time.perf_counter() - started
+                update = make_update(self.identity, self.task, self.bundle.cert_raw, base, len(self.x), None, now_ms(), ciphertexts=ciphertexts)
+            else:
+                top = np.nextafter(np.float32(2.0 ** self.task.chain.delta_bits), np.float32(0))
+                delta = {p: np.clip(v, -top, top).astype(np.float32) for p, v in delta.items()}
+                update = make_update(self.identity, self.task, self.bundle.cert_raw, base, len(self.x), delta, now_ms())
             self.inbox.put(Trained(base, update))
 
         event(log, logging.INFO, "training", height=height)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -142,6 +143,10 @@ class MaskPool:
         self._thread.start()
 
     def _fill(self) -> None:
+        try:  # idle work: let training, decryption and the network go first (Linux: per-thread nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):
+            pass
         while not self._stop:
             with self._lock:
                 full = len(self._masks) >= self.target
