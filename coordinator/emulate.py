@@ -145,7 +145,8 @@ def _run(fed: Federation, started: float) -> int:
     o = fed.options
     out = o.out
     shards, (x_test, y_test) = _prepare_data(o)
-    miner_ids = [Identity.generate() for _ in range(o.miners)]
+    # identities follow --seed so that runs repeat (an emulation; never derive real keys from a seed)
+    miner_ids = [Identity.from_seed(b"emulate-%d-miner-%d" % (o.seed, i)) for i in range(o.miners)]
     for i, identity in enumerate(miner_ids):
         identity.save(out / "miners" / f"m{i}" / "identity")
     task = init_task(
@@ -162,7 +163,7 @@ def _run(fed: Federation, started: float) -> int:
         enroll_miner(out / "task", identity.public, broker_url=url, out=out / "miners" / f"m{i}")
     for i, (x, y) in enumerate(shards):
         d = out / "devices" / f"d{i}"
-        identity = Identity.generate()
+        identity = Identity.from_seed(b"emulate-%d-device-%d" % (o.seed, i))
         identity.save(d / "identity")
         np.savez(d / "data.npz", x=x, y=y)
         enroll_device(out / "task", identity.public, broker_url=url, out=d / "bundle", quota=max(1000, len(x)), name=f"d{i}")

@@ -243,7 +243,8 @@ class Device:
         def work():
             started = time.perf_counter()
             training = self.task.training
-            seed = int.from_bytes(hashlib.sha256(self.identity.public.sign_pk + base).digest()[:4], "big")
+            # the shuffle depends on who trains and for which round, so runs repeat and siblings agree
+            seed = int.from_bytes(hashlib.sha256(self.identity.public.sign_pk + height.to_bytes(8, "big")).digest()[:4], "big")
             result = self.trainer.fit(params, self.x, self.y, epochs=training.epochs, batch_size=training.batch_size,
                                       learning_rate=training.learning_rate, seed=seed)
             delta = {p: result.params[p] - params[p] for p in params}
