@@ -123,18 +123,27 @@ def chain_hashes(bed, i):
     return {json.loads(l)["block"]: json.loads(l)["model_hash"] for l in lines}
 
 
-def settle(bed, miner=0, timeout=30):
-    """Wait until every running device has the miner's tip (so nothing is in flight at close)."""
+def settle(bed, miner=0, timeout=30) -> str:
+    """Wait until every running device has the miner's tip; returns that tip (blocks mined after it
+    may still be in flight when the bed closes)."""
     running = [int(n[1:]) for n in bed.processes if n.startswith("d")]
-    bed.wait(lambda: all(bed.device_status(i).get("tip") == bed.metrics(miner).get("tip") for i in running), timeout,
-             "devices to reach the miner's tip")
+    settled = {}
+
+    def same():
+        tip = bed.metrics(miner).get("tip")
+        settled["tip"] = tip
+        return all(bed.device_status(i).get("tip") == tip for i in running)
+
+    bed.wait(same, timeout, "devices to reach the miner's tip")
+    return settled["tip"]
 
 
-def assert_devices_agree(bed, db):
+def assert_devices_agree(bed, db, upto: str):
     from edge_sdk.store import ChainStore
 
     store = ChainStore(db)
-    best = store.best_chain()[1:]
+    tip = bytes.fromhex(upto)
+    best = [store.ancestor(tip, h) for h in range(1, store.get(tip).header.height + 1)]
     store.close()
     for i in range(len(bed.device_ids)):
         seen = chain_hashes(bed, i)
@@ -155,12 +164,12 @@ def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
     bed.start_device(2)
     bed.wait(lambda: bed.device_status(2).get("tip_height", -1) >= start + 2, 60, "d2 to catch up")
     bed.wait(lambda: tip_of_miner(bed, 0) >= start + 3, 60, "a round with d2 back")
-    settle(bed)
+    tip = settle(bed)
     bed.close()
     for i in range(2):
         report = verify_database(bed.root / f"m{i}" / "chain.db")
         assert report.ok, report.failure
-    assert_devices_agree(bed, bed.root / "m0" / "chain.db")
+    assert_devices_agree(bed, bed.root / "m0" / "chain.db", tip)
     assert bed.device_status(2)["updates_sent"] >= 1
 
 
@@ -178,12 +187,12 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
     bed.wait(lambda: tip_of_miner(bed, 1) >= tip_of_miner(bed, 0) >= killed_at + 2, 60, "m1 to resync")
     target = tip_of_miner(bed, 0) + 1
     bed.wait(lambda: min(tip_of_miner(bed, i) for i in range(2)) >= target, 60, "another round with both miners")
-    settle(bed, miner=1)
+    tip = settle(bed, miner=1)
     bed.close()
     for i in range(2):
         report = verify_database(bed.root / f"m{i}" / "chain.db")
         assert report.ok, report.failure
-    assert_devices_agree(bed, bed.root / "m1" / "chain.db")
+    assert_devices_agree(bed, bed.root / "m1" / "chain.db", tip)
 
 
 def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
