@@ -178,6 +178,18 @@ def _emulate(args) -> int:
         return 2
 
 
+def _model_ort(args) -> int:
+    from .ort_format import convert_package
+
+    try:
+        written = convert_package(args.package)
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockfl", description="BlockFL Edge: coordinator, miners, emulator and chain tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -278,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     artifacts = model_cmds.add_parser("artifacts", help="generate official onnxruntime-training artifacts for a package (needs onnxruntime-training, onnx 1.16, torch)")
     artifacts.add_argument("package", help="package directory written by `blockfl model build`")
     artifacts.set_defaults(func=_model_artifacts)
+    ort_cmd = model_cmds.add_parser("ort", help="convert a package's graphs to ORT format (mobile and minimal builds) into PACKAGE/ort/")
+    ort_cmd.add_argument("package", help="package directory written by `blockfl model build`")
+    ort_cmd.set_defaults(func=_model_ort)
     return parser
 
 
