@@ -33,16 +33,19 @@ def _run(args) -> int:
     import numpy as np
 
     from . import logs
+    from .config import DeviceConfig
     from .device import Bundle, Device
 
-    logs.setup(args.verbose)
     try:
-        bundle = Bundle(args.bundle)
-        identity = Identity.load(args.identity)
-        with np.load(args.data) as data:
+        config = DeviceConfig.load(args.config, bundle=args.bundle, identity=args.identity, data=args.data, state=args.state,
+                                   backend=args.backend, miner_index=args.miner_index, verbose=args.verbose or None)
+        logs.setup(config.verbose)
+        bundle = Bundle(config.bundle)
+        identity = Identity.load(config.identity)
+        with np.load(config.data) as data:
             x, y = data["x"], data["y"]
-        device = Device(bundle=bundle, identity=identity, data=(x, y), state_dir=args.state, backend=args.backend,
-                        preferred_miner=args.miner_index)
+        device = Device(bundle=bundle, identity=identity, data=(x, y), state_dir=config.state, backend=config.backend,
+                        preferred_miner=config.miner_index)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -64,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_keys_show)
 
     run = commands.add_parser("run", help="join a federation: follow blocks, verify models, train, publish updates")
-    run.add_argument("--bundle", required=True, help="enrolment bundle from the coordinator (genesis, certificate, model, broker.json)")
-    run.add_argument("--identity", required=True, help="this device's identity directory (keys init)")
-    run.add_argument("--data", required=True, help="local training data: .npz with arrays x (features) and y (labels)")
-    run.add_argument("--state", required=True, help="state directory (chain, outbox, status); survives restarts")
-    run.add_argument("--backend", default="auto", choices=["auto", "portable", "fused", "ort-training"])
-    run.add_argument("--miner-index", type=int, default=0, help="which miner of the task to prefer (others are fail-overs)")
+    run.add_argument("--config", help="TOML settings file (see deploy/raspberry-pi/device.toml); flags override it")
+    run.add_argument("--bundle", help="enrolment bundle from the coordinator (genesis, certificate, model, broker.json)")
+    run.add_argument("--identity", help="this device's identity directory (keys init)")
+    run.add_argument("--data", help="local training data: .npz with arrays x (features) and y (labels)")
+    run.add_argument("--state", help="state directory (chain, outbox, status); survives restarts")
+    run.add_argument("--backend", choices=["auto", "portable", "fused", "ort-training"], help="default auto")
+    run.add_argument("--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0")
     run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
     run.set_defaults(func=_run)
     return parser
