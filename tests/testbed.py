@@ -64,15 +64,17 @@ class Testbed:
         return self._spawn(f"m{i}", ["-m", "coordinator.cli", "miner", "run", "--identity", str(m / "identity"), "--genesis",
                                      str(m / "genesis.block"), "--broker-config", str(m / "broker.json"), "--db", str(m / "chain.db"), "--verbose"])
 
-    def start_device(self, i: int, miner_index: int | None = None) -> subprocess.Popen:
+    def start_device(self, i: int, miner_index: int | None = None, python: list[str] | None = None) -> subprocess.Popen:
+        """`python`: another interpreter command (an emulated arm64 one, say) instead of this one."""
         d = self.root / f"d{i}"
         return self._spawn(f"d{i}", ["-m", "edge_sdk.cli", "run", "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
                                      "--data", str(d / "data.npz"), "--state", str(d / "state"), "--backend", "portable",
-                                     "--miner-index", str(i % len(self.miner_ids) if miner_index is None else miner_index)])
+                                     "--miner-index", str(i % len(self.miner_ids) if miner_index is None else miner_index)], python)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], python: list[str] | None = None) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT)
+        # cwd: the node imports the installed package, not this checkout's sources
+        process = subprocess.Popen([*(python or [sys.executable]), *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         self.processes[name] = process
         return process
 
