@@ -158,6 +158,18 @@ def _coordinator_revoke(args) -> int:
     return 0
 
 
+def _coordinator_publish(args) -> int:
+    from .task_setup import publish_retained
+
+    try:
+        topics = publish_retained(args.task_dir, args.broker_url, args.ca_file)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("published (retained): " + ", ".join(topics))
+    return 0
+
+
 def _emulate(args) -> int:
     from pathlib import Path
 
@@ -276,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--task-dir", required=True)
     revoke.add_argument("device_id")
     revoke.set_defaults(func=_coordinator_revoke)
+    publish = coord_cmds.add_parser("publish", help="publish the genesis block and the revocation list, retained, to the broker")
+    publish.add_argument("--task-dir", required=True)
+    publish.add_argument("--broker-url", required=True, help="mqtt://host:port or mqtts://host:port")
+    publish.add_argument("--ca-file", help="CA certificate for mqtts")
+    publish.set_defaults(func=_coordinator_publish)
 
     model = commands.add_parser("model", help="build model packages for on-device training")
     model_cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

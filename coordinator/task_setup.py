@@ -162,3 +162,33 @@ def revoke_device(task_dir: str | Path, device_id: str) -> bytes:
     notice = envelope.sign(coordinator, "revocations", {"task": task.id, "devices": registry.revoked_keys(), "ts": now_ms()})
     (Path(task_dir) / "revocations.bin").write_bytes(notice)
     return notice
+
+
+def publish_retained(task_dir: str | Path, broker_url: str, ca_file: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Publish the genesis block and (if any) the revocation list, retained, as the coordinator."""
+    import paho.mqtt.client as mqtt
+    from urllib.parse import urlparse
+
+    from edge_sdk.topics import Topics
+
+    task, _, genesis = load_task(task_dir)
+    topics = Topics(task.id)
+    messages = [(topics.genesis, genesis)]
+    revocations = Path(task_dir) / "revocations.bin"
+    if revocations.exists():
+        messages.append((topics.revocations, revocations.read_bytes()))
+    username, password = coordinator_credentials(task_dir)
+    url = urlparse(broker_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"coordinator-{username}", protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    if url.scheme == "mqtts":
+        client.tls_set(ca_certs=ca_file)
+    client.connect(url.hostname or "127.0.0.1", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    client.loop_start()
+    try:
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1, retain=True).wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return [t for t, _ in messages]

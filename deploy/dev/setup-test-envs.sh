@@ -3,14 +3,19 @@
 #   .venv-sdk  the device SDK alone (no onnx, torch or onnxruntime-training), as a Pi has it
 #   .venv-ort  the official training API: onnxruntime-training-cpu 1.19.2 + onnx 1.16.2 + torch,
 #              which replaces the stock onnxruntime and so cannot share an environment with it
-#   and qemu-user-static for the emulated Raspberry Pi test (tests/test_arm64.py)
+#   qemu-user-static for the emulated Raspberry Pi test (tests/test_arm64.py),
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v qemu-aarch64-static >/dev/null; then
+# and Debian's systemd (systemd-analyze verify) and openssl for the deployment tests
+missing=()
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "setup: installing qemu-user-static from Debian"
+    echo "setup: installing ${missing[*]} from Debian"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-user-static >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 PYTHON="${PYTHON:-python3}"
 PIP_FLAGS=(-q --disable-pip-version-check)

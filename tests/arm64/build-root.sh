@@ -39,7 +39,8 @@ if [ ! -f "$ROOT/.complete" ]; then
     echo "build-root: arm64 root ($(ls "$CACHE"/debs | wc -l) packages) in $((SECONDS - start)) s"
 fi
 
-stamp=$(sha256sum "$WHEEL" "$HERE/deploy/raspberry-pi/install.sh" | sha256sum | cut -c1-16)
+# what the installed venv depends on: the package sources and the installer (wheel bytes vary per build)
+stamp=$(cd "$HERE" && find edge_sdk coordinator -name '*.py' | sort | xargs sha256sum | cat - pyproject.toml deploy/raspberry-pi/install.sh | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.complete" ]; then
     t=$SECONDS
     rm -rf "$VENV"
