@@ -13,11 +13,7 @@ from edge_sdk.errors import ProtocolError
 def _chain_verify(args) -> int:
     from .chainverify import verify_database
 
-    try:
-        report = verify_database(args.db)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = verify_database(args.db)
     if report.ok:
         tip = report.tip
         print(f"ok: {report.blocks} blocks verified; tip height {tip.height} hash {tip.hash.hex()}")
@@ -40,21 +36,17 @@ def _chain_demo(args) -> int:
 def _model_build(args) -> int:
     import onnx
 
-    from .compiler import Optimizer, UnsupportedModelError
+    from .compiler import Optimizer
     from .model_package import build_package
-    from .model_zoo import ModelSpecError, build_forward
+    from .model_zoo import build_forward
 
-    try:
-        optimizer = Optimizer.parse(args.optimizer)
-        if args.model.endswith(".onnx"):
-            forward, params, name = onnx.load(args.model), {}, args.model
-        else:
-            forward, params = build_forward(args.model, seed=args.seed)
-            name = args.model
-        manifest = build_package(args.out, forward, params, loss=args.loss, optimizer=optimizer, model_name=name)
-    except (ModelSpecError, UnsupportedModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    optimizer = Optimizer.parse(args.optimizer)
+    if args.model.endswith(".onnx"):
+        forward, params, name = onnx.load(args.model), {}, args.model
+    else:
+        forward, params = build_forward(args.model, seed=args.seed)
+        name = args.model
+    manifest = build_package(args.out, forward, params, loss=args.loss, optimizer=optimizer, model_name=name)
     count = sum(math.prod(s) for s in manifest["param_shapes"].values())
     print(f"wrote {args.out}: {name}, {count} parameters, loss {args.loss}, optimizer {args.optimizer}")
     if args.ort_artifacts:
@@ -63,13 +55,9 @@ def _model_build(args) -> int:
 
 
 def _model_artifacts(args) -> int:
-    from .ort_artifacts import ArtifactsUnavailable, generate
+    from .ort_artifacts import generate
 
-    try:
-        out = generate(args.package)
-    except (ArtifactsUnavailable, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = generate(args.package)
     print(f"wrote official training artifacts to {out}")
     return 0
 
@@ -78,11 +66,7 @@ def _chain_balances(args) -> int:
     from edge_sdk.ledger import balances
     from edge_sdk.store import ChainStore
 
-    try:
-        store = ChainStore(args.db)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    store = ChainStore(args.db)
     blocks = [store.raw_block(h.hash) for h in store.best_chain()[1:]]
     for node, credits in sorted(balances(store.task, blocks).items(), key=lambda kv: -kv[1]):
         print(f"{node}  {credits}")
@@ -97,12 +81,8 @@ def _miner_run(args) -> int:
     from .miner import Miner
 
     logs.setup(args.verbose)
-    try:
-        miner = Miner(identity=Identity.load(args.identity), genesis=open(args.genesis, "rb").read(), db_path=args.db,
-                      broker=BrokerConfig.load(args.broker_config))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    miner = Miner(identity=Identity.load(args.identity), genesis=open(args.genesis, "rb").read(), db_path=args.db,
+                  broker=BrokerConfig.load(args.broker_config))
     miner.run()
     return 0
 
@@ -113,16 +93,12 @@ def _coordinator_init(args) -> int:
 
     from .task_setup import init_task
 
-    try:
-        miners = [PublicIdentity.from_json(json.loads(open(os.path.join(d, "identity.json")).read())) for d in args.miner]
-        task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
-                         training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
-                         rounds=RoundRules(args.min_updates, args.max_wait_ms), rewards=RewardRules(args.mining_reward, args.sample_reward),
-                         target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, privacy=args.privacy,
-                         dp_clip=args.dp_clip, dp_noise=args.dp_noise)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    miners = [PublicIdentity.from_json(json.loads(open(os.path.join(d, "identity.json")).read())) for d in args.miner]
+    task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
+                     training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
+                     rounds=RoundRules(args.min_updates, args.max_wait_ms), rewards=RewardRules(args.mining_reward, args.sample_reward),
+                     target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, privacy=args.privacy,
+                     dp_clip=args.dp_clip, dp_noise=args.dp_noise)
     print(f"task {task.id.hex()} in {args.task_dir}: genesis.block, model/, coordinator/, registry.json, broker/")
     return 0
 
@@ -132,15 +108,11 @@ def _coordinator_enroll(args) -> int:
 
     from .task_setup import enroll_device, enroll_miner
 
-    try:
-        public = PublicIdentity.from_json(json.loads(open(args.identity).read()))
-        if args.miner:
-            out = enroll_miner(args.task_dir, public, broker_url=args.broker_url, out=args.out)
-        else:
-            out = enroll_device(args.task_dir, public, broker_url=args.broker_url, out=args.out, quota=args.quota, days=args.days, name=args.name)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    public = PublicIdentity.from_json(json.loads(open(args.identity).read()))
+    if args.miner:
+        out = enroll_miner(args.task_dir, public, broker_url=args.broker_url, out=args.out)
+    else:
+        out = enroll_device(args.task_dir, public, broker_url=args.broker_url, out=args.out, quota=args.quota, days=args.days, name=args.name)
     print(f"enrolled {public.node_id}: bundle in {out}; broker files in {args.task_dir}/broker (reload the broker)")
     return 0
 
@@ -148,11 +120,7 @@ def _coordinator_enroll(args) -> int:
 def _coordinator_revoke(args) -> int:
     from .task_setup import revoke_device
 
-    try:
-        revoke_device(args.task_dir, args.device_id)
-    except (OSError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    revoke_device(args.task_dir, args.device_id)
     print(f"revoked {args.device_id}: broker files re-rendered (reload the broker); publish {args.task_dir}/revocations.bin retained "
           f"on the task's revocations topic")
     return 0
@@ -161,11 +129,7 @@ def _coordinator_revoke(args) -> int:
 def _coordinator_publish(args) -> int:
     from .task_setup import publish_retained
 
-    try:
-        topics = publish_retained(args.task_dir, args.broker_url, args.ca_file)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    topics = publish_retained(args.task_dir, args.broker_url, args.ca_file)
     print("published (retained): " + ", ".join(topics))
     return 0
 
@@ -176,28 +140,20 @@ def _emulate(args) -> int:
     from .emulate import Options, run
     from .partition import parse
 
-    try:
-        parse(args.partition)
-        options = Options(out=Path(args.out), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
-                          partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker,
-                          privacy=args.privacy, dp_clip=args.dp_clip, dp_noise=args.dp_noise, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
-        if options.devices < 1 or options.miners < 1 or options.rounds < 1:
-            raise ValueError("--devices, --miners and --rounds must be >= 1")
-        return run(options)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parse(args.partition)
+    options = Options(out=Path(args.out), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
+                      partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker,
+                      privacy=args.privacy, dp_clip=args.dp_clip, dp_noise=args.dp_noise, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
+    if options.devices < 1 or options.miners < 1 or options.rounds < 1:
+        raise ValueError("--devices, --miners and --rounds must be >= 1")
+    return run(options)
 
 
 def _model_ort(args) -> int:
     from .ort_format import convert_package
 
-    try:
-        written = convert_package(args.package)
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    written = convert_package(args.package)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -314,12 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a problem with its input becomes one line on stderr and exit status 2
+    (a broken protocol rule: 1), never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ProtocolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .model_zoo import IR_VERSION, OPSET
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Identity")
 LOSSES = ("cross-entropy", "mse", "binary-cross-entropy")

@@ -17,7 +17,7 @@ from .errors import ProtocolError, Reason
 from .keys import Identity
 from .merkle import merkle_root
 from .paillier import parse_ciphertexts
-from .params import Model, model_hash
+from .params import model_hash
 from .cert import Certificate
 from .task import MAX_SAMPLES, Task
 

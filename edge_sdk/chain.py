@@ -5,7 +5,6 @@ import time
 
 from .block import Header
 from .errors import ProtocolError, Reason
-from .task import Task
 from .validation import BlockState, is_better, validate_block, validate_genesis
 
 

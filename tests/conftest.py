@@ -9,7 +9,7 @@ import pytest
 from coordinator.mining import build_block, search_nonce
 from edge_sdk.aggregation import apply_updates
 from edge_sdk.params import model_hash
-from edge_sdk.block import Header, Update, block_template, make_genesis, make_update, seal_block
+from edge_sdk.block import Update, block_template, make_genesis, make_update, seal_block
 from edge_sdk.chain import MemoryChain, now_ms
 from edge_sdk.errors import ProtocolError
 from edge_sdk.keys import Identity

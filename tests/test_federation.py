@@ -16,7 +16,6 @@ from edge_sdk.block import make_update
 from edge_sdk.cert import issue_certificate
 from edge_sdk.chain import MemoryChain, now_ms
 from edge_sdk.keys import Identity
-from edge_sdk.params import to_float
 from testbed import Testbed
 
 pytestmark = pytest.mark.timeout(240)
@@ -321,7 +320,7 @@ def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "3", "--miners", "2", "--rounds", "50",
                             "--out", str(out)], stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "round 1/" not in (line := run.stdout.readline()):
+    while time.monotonic() < deadline and "round 1/" not in run.stdout.readline():
         pass
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=30) == 130

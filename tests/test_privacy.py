@@ -72,7 +72,7 @@ def test_configurations_that_could_overflow_are_refused(tmp_path):
         packing(max_quota=2**20, max_updates=4096)
     from coordinator.task_setup import enroll_device, init_task
 
-    task = init_task(tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100)
+    init_task(tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100)
     with pytest.raises(ValueError, match="max_quota"):
         enroll_device(tmp_path / "task", Identity.generate().public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "b", quota=101)
 

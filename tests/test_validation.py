@@ -1,12 +1,11 @@
 """Every block rule, broken one at a time, is refused with its own reason; valid chains are kept."""
-import dataclasses
 
 import numpy as np
 import pytest
 
-from edge_sdk import codec, envelope
-from edge_sdk.block import Block, Header, Update, make_genesis, make_update, seal_block
-from edge_sdk.chain import MemoryChain, now_ms
+from edge_sdk import envelope
+from edge_sdk.block import Block, Update, make_genesis, make_update
+from edge_sdk.chain import now_ms
 from edge_sdk.errors import ProtocolError, Reason
 from edge_sdk.keys import Identity
 from edge_sdk.params import model_hash
