@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from edge_sdk.errors import ProtocolError
 
@@ -189,13 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--learning-rate", type=float, default=0.1)
     emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
     emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-    emulate.add_argument("--broker", help="mqtt://host:port of a running broker (default: start Mosquitto)")
+    emulate.add_argument("--broker", help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
+                         "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto")
     emulate.add_argument("--privacy", default="plain", choices=["plain", "dp", "paillier", "paillier+dp"])
     emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
     emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
     emulate.add_argument("--dp-delta", type=float, default=1e-5)
-    emulate.add_argument("--out", default="out/emulate", help="report directory (must be new or empty)")
+    emulate.add_argument("--out", help="report directory, new or empty (default: out/emulate-DATE-TIME)")
     emulate.set_defaults(func=_emulate)
 
     miner = commands.add_parser("miner", help="run a miner node")
