@@ -142,7 +142,7 @@ def _emulate(args) -> int:
     from .partition import parse
 
     parse(args.partition)
-    options = Options(out=Path(args.out), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
+    options = Options(out=Path(args.out or time.strftime("out/emulate-%Y%m%d-%H%M%S")), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
                       partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker,
                       privacy=args.privacy, dp_clip=args.dp_clip, dp_noise=args.dp_noise, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
