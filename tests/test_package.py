@@ -36,3 +36,11 @@ def test_importing_every_edge_sdk_module_loads_no_server_code():
 def test_console_scripts_are_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'blockfl-device = "edge_sdk.cli:main"' in text and 'blockfl = "coordinator.cli:main"' in text
+
+
+def test_every_reason_code_is_documented_in_protocol_md():
+    from edge_sdk.errors import Reason
+
+    text = (ROOT / "PROTOCOL.md").read_text()
+    table = text[text.index("## 11. Reason codes"):text.index("## 12.")]
+    assert [r.value for r in Reason if f"| `{r.value}` |" not in table] == []
