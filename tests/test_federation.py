@@ -181,6 +181,9 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
     bed.wait(lambda: tip_of_miner(bed, 1) >= 1, 60, "the first round")
     bed.kill("m1")                                                 # SIGKILL while devices train for the next round
     killed_at = tip_of_miner(bed, 1)
+    survivor = bed.task.miners[0].node_id
+    # d1 preferred m1: the broker publishes m1's last will ("offline") and d1 switches to m0
+    bed.wait(lambda: bed.device_status(1).get("miner") == survivor, 60, "d1 to fail over to m0")
     bed.wait(lambda: tip_of_miner(bed, 0) >= killed_at + 2, 60, "rounds with m1 down (its devices fail over)")
     bed.start_miner(1)
     bed.wait(lambda: tip_of_miner(bed, 1) >= tip_of_miner(bed, 0) >= killed_at + 2, 60, "m1 to resync")
