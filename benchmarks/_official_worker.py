@@ -7,8 +7,9 @@ import time
 import numpy as np
 import torch
 
-from coordinator.ort_artifacts import generate
-from edge_sdk.training import ModelPackage, OrtTrainingTrainer, epoch_order
+from coordinator.models.ort_artifacts import generate
+from edge_sdk.training.package import ModelPackage
+from edge_sdk.training.trainers import OrtTrainingTrainer, epoch_order
 
 
 def torch_eager(package, x, y, epochs, batch, lr, seed):

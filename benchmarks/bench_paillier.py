@@ -22,7 +22,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from phe import paillier as phe  # noqa: E402
 
-from edge_sdk import paillier  # noqa: E402
+from edge_sdk.privacy import paillier
+from edge_sdk.protocol import packing as slots  # noqa: E402
 
 
 def timed(fn, repeats=3):
@@ -56,8 +57,8 @@ def main() -> int:
     print(f"{args.values} values, {args.bits}-bit Paillier (phe + gmpy2), one core")
     print(f"phe per-value encrypt: {per_value_s / len(sample) * 1000:.1f} ms/value on {len(sample)} values -> {per_value_total:.1f} s "
           f"for {args.values} (extrapolated), {per_value_bytes} bytes/value")
-    configs = [("16-bit values + 8 headroom bits (<= 241 samples per round)", paillier.Packing(public.n, 16, 0, 15, 16)),
-               ("16-bit values, headroom for 64 updates x 4096 samples (task default)", paillier.Packing(public.n, 16, 0, 4096, 64))]
+    configs = [("16-bit values + 8 headroom bits (<= 241 samples per round)", slots.Packing(public.n, 16, 0, 15, 16)),
+               ("16-bit values, headroom for 64 updates x 4096 samples (task default)", slots.Packing(public.n, 16, 0, 4096, 64))]
     for name, packing in configs:
         packing.check()
         updates = [(int(rng.integers(1, packing.max_quota + 1)), d) for d in deltas]  # within the headroom's quota
@@ -71,8 +72,8 @@ def main() -> int:
         decryptor = paillier.Decryptor(private, packing)
         dec_s, sums = timed(lambda: decryptor.sums(summed, args.values))
         total = sum(n for n, _ in updates)
-        mean_s, _ = timed(lambda: paillier.mean_fixed(sums, total, packing, 24))
-        exact = sum(n * np.array(paillier.quantize(d["w"].astype(np.float64), packing), dtype=object) for n, d in updates)
+        mean_s, _ = timed(lambda: slots.mean_fixed(sums, total, packing, 24))
+        exact = sum(n * np.array(slots.quantize(d["w"].astype(np.float64), packing), dtype=object) for n, d in updates)
         assert list(exact) == sums, "decrypted sums differ from the exact weighted sums"
         bytes_per_value = count * packing.ciphertext_bytes / args.values
         print(f"\npacked, {name}: {packing.slots} values per ciphertext, {count} ciphertexts")

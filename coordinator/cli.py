@@ -8,11 +8,13 @@ import os
 import sys
 import time
 
-from edge_sdk.errors import ProtocolError
+from edge_sdk.protocol.errors import ProtocolError
+from edge_sdk.protocol.task import PRIVACY_MODES
+from edge_sdk.training.package import LOSSES
 
 
 def _chain_verify(args) -> int:
-    from .chainverify import verify_database
+    from coordinator.tools.chainverify import verify_database
 
     report = verify_database(args.db)
     if report.ok:
@@ -24,7 +26,7 @@ def _chain_verify(args) -> int:
 
 
 def _chain_demo(args) -> int:
-    from .demo_chain import build_demo_chain
+    from coordinator.tools.demo_chain import build_demo_chain
 
     def show(height: int, block_hash: bytes) -> None:
         print(f"committed {height} {block_hash.hex()}", flush=True)
@@ -37,9 +39,9 @@ def _chain_demo(args) -> int:
 def _model_build(args) -> int:
     import onnx
 
-    from .compiler import Optimizer
-    from .model_package import build_package
-    from .model_zoo import build_forward
+    from coordinator.models.compiler import Optimizer
+    from coordinator.models.package_writer import build_package
+    from coordinator.models.zoo import build_forward
 
     optimizer = Optimizer.parse(args.optimizer)
     if args.model.endswith(".onnx"):
@@ -56,7 +58,7 @@ def _model_build(args) -> int:
 
 
 def _model_artifacts(args) -> int:
-    from .ort_artifacts import generate
+    from coordinator.models.ort_artifacts import generate
 
     out = generate(args.package)
     print(f"wrote official training artifacts to {out}")
@@ -64,8 +66,8 @@ def _model_artifacts(args) -> int:
 
 
 def _chain_balances(args) -> int:
-    from edge_sdk.ledger import balances
-    from edge_sdk.store import ChainStore
+    from edge_sdk.chain.ledger import balances
+    from edge_sdk.chain.store import ChainStore
 
     store = ChainStore(args.db)
     blocks = [store.raw_block(h.hash) for h in store.best_chain()[1:]]
@@ -75,11 +77,10 @@ def _chain_balances(args) -> int:
 
 
 def _miner_run(args) -> int:
-    from edge_sdk import logs
-    from edge_sdk.keys import Identity
-    from edge_sdk.mqtt import BrokerConfig
-
-    from .miner import Miner
+    from coordinator.miner.node import Miner
+    from edge_sdk.node import logs
+    from edge_sdk.protocol.identity import Identity
+    from edge_sdk.transport.mqtt import BrokerConfig
 
     logs.setup(args.verbose)
     miner = Miner(identity=Identity.load(args.identity), genesis=open(args.genesis, "rb").read(), db_path=args.db,
@@ -89,10 +90,9 @@ def _miner_run(args) -> int:
 
 
 def _coordinator_init(args) -> int:
-    from edge_sdk.keys import PublicIdentity
-    from edge_sdk.task import RewardRules, RoundRules, TrainingParams
-
-    from .task_setup import init_task
+    from coordinator.task.setup import init_task
+    from edge_sdk.protocol.identity import PublicIdentity
+    from edge_sdk.protocol.task import RewardRules, RoundRules, TrainingParams
 
     miners = [PublicIdentity.from_json(json.loads(open(os.path.join(d, "identity.json")).read())) for d in args.miner]
     task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
@@ -105,9 +105,8 @@ def _coordinator_init(args) -> int:
 
 
 def _coordinator_enroll(args) -> int:
-    from edge_sdk.keys import PublicIdentity
-
-    from .task_setup import enroll_device, enroll_miner
+    from coordinator.task.setup import enroll_device, enroll_miner
+    from edge_sdk.protocol.identity import PublicIdentity
 
     public = PublicIdentity.from_json(json.loads(open(args.identity).read()))
     if args.miner:
@@ -119,7 +118,7 @@ def _coordinator_enroll(args) -> int:
 
 
 def _coordinator_revoke(args) -> int:
-    from .task_setup import revoke_device
+    from coordinator.task.setup import revoke_device
 
     revoke_device(args.task_dir, args.device_id)
     print(f"revoked {args.device_id}: broker files re-rendered (reload the broker); publish {args.task_dir}/revocations.bin retained "
@@ -128,7 +127,7 @@ def _coordinator_revoke(args) -> int:
 
 
 def _coordinator_publish(args) -> int:
-    from .task_setup import publish_retained
+    from coordinator.task.publish import publish_retained
 
     topics = publish_retained(args.task_dir, args.broker_url, args.ca_file)
     print("published (retained): " + ", ".join(topics))
@@ -138,8 +137,8 @@ def _coordinator_publish(args) -> int:
 def _emulate(args) -> int:
     from pathlib import Path
 
-    from .emulate import Options, run
-    from .partition import parse
+    from coordinator.emulator.data import parse
+    from coordinator.emulator.run import Options, run
 
     parse(args.partition)
     options = Options(out=Path(args.out or time.strftime("out/emulate-%Y%m%d-%H%M%S")), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
@@ -152,7 +151,7 @@ def _emulate(args) -> int:
 
 
 def _model_ort(args) -> int:
-    from .ort_format import convert_package
+    from coordinator.models.ort_format import convert_package
 
     written = convert_package(args.package)
     print("wrote " + ", ".join(str(p) for p in written))
@@ -192,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     emulate.add_argument("--broker", help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
                          "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto")
-    emulate.add_argument("--privacy", default="plain", choices=["plain", "dp", "paillier", "paillier+dp"])
+    emulate.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
     emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
@@ -217,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--miner", action="append", required=True, help="a miner's identity directory (repeat per miner)")
     init.add_argument("--name", default="task")
     init.add_argument("--model", default="mlp:64-32-10")
-    init.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse", "binary-cross-entropy"])
+    init.add_argument("--loss", default="cross-entropy", choices=LOSSES)
     init.add_argument("--optimizer", default="sgd")
     init.add_argument("--epochs", type=int, default=5)
     init.add_argument("--batch-size", type=int, default=16)
@@ -226,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--max-wait-ms", type=int, default=30_000, help="how long a miner waits for more updates")
     init.add_argument("--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward")
     init.add_argument("--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block")
-    init.add_argument("--privacy", default="plain", choices=["plain", "dp", "paillier", "paillier+dp"])
+    init.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     init.add_argument("--dp-clip", type=float, default=1.0)
     init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")
     init.add_argument("--mining-reward", type=int, default=100)
@@ -256,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
     build = model_cmds.add_parser("build", help="compile a forward model into train-step graphs (forward.onnx, train_step.onnx, train_epoch.onnx, params.npz, manifest.json)")
     build.add_argument("--model", required=True, help="logreg:IN-OUT, mlp:IN-H1-...-OUT[:relu|tanh|sigmoid], or a forward .onnx file")
-    build.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse", "binary-cross-entropy"])
+    build.add_argument("--loss", default="cross-entropy", choices=LOSSES)
     build.add_argument("--optimizer", default="sgd", help="sgd, momentum[:MU] (default mu 0.9), or adam (default sgd)")
     build.add_argument("--out", required=True, help="package directory to write")
     build.add_argument("--seed", type=int, default=0, help="seed of the initial parameters (zoo models)")

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from .keys import Identity
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.training.backends import BACKENDS
 
 
 def _keys_init(args) -> int:
@@ -32,9 +33,10 @@ def _keys_show(args) -> int:
 def _run(args) -> int:
     import numpy as np
 
-    from . import logs
-    from .config import DeviceConfig
-    from .device import Bundle, Device
+    from edge_sdk.node import logs
+    from edge_sdk.node.bundle import Bundle
+    from edge_sdk.node.config import DeviceConfig
+    from edge_sdk.node.device import Device
 
     try:
         config = DeviceConfig.load(args.config, bundle=args.bundle, identity=args.identity, data=args.data, state=args.state,
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--identity", help="this device's identity directory (keys init)")
     run.add_argument("--data", help="local training data: .npz with arrays x (features) and y (labels)")
     run.add_argument("--state", help="state directory (chain, outbox, status); survives restarts")
-    run.add_argument("--backend", choices=["auto", "portable", "fused", "ort-training"], help="default auto")
+    run.add_argument("--backend", choices=BACKENDS, help="default auto")
     run.add_argument("--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0")
     run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
     run.set_defaults(func=_run)

@@ -6,18 +6,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from coordinator.mining import build_block, search_nonce
-from edge_sdk.aggregation import apply_updates
-from edge_sdk.params import model_hash
-from edge_sdk.block import Update, block_template, make_genesis, make_update, seal_block
-from edge_sdk.chain import MemoryChain, now_ms
-from edge_sdk.errors import ProtocolError
-from edge_sdk.keys import Identity
-from edge_sdk.params import to_fixed
-from edge_sdk.cert import issue_certificate
-from edge_sdk.task import ChainParams, MinerInfo, Task
-from edge_sdk.validation import expected_target
-from edge_sdk.work import target_for_hashes
+from coordinator.miner.assembly import build_block, search_nonce
+from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.memory import MemoryChain
+from edge_sdk.chain.rules import expected_target
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol.block import Update, block_template, make_genesis, make_update, seal_block
+from edge_sdk.protocol.cert import issue_certificate
+from edge_sdk.protocol.errors import ProtocolError
+from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import ChainParams, MinerInfo, Task
+from edge_sdk.protocol.work import target_for_hashes
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Federation:
 
     def block(self, chain, parent=None, updates=(), miner=None) -> bytes:
         parent = chain.tip if parent is None else parent
-        return build_block(identity=miner or self.miner, task=self.task, chain=chain, parent=parent, update_bytes=list(updates), now_ms=now_ms())
+        return build_block(identity=miner or self.miner, task=self.task, chain=chain, parent=parent, updates=list(updates), now_ms=now_ms())
 
     def forged(self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, **fields) -> bytes:
         """A block whose header fields are overridden, then (re)mined so only the chosen rule breaks."""
@@ -125,10 +125,10 @@ def digits():
 
 
 def build_package(directory, spec="mlp:64-32-10", loss="cross-entropy", optimizer="sgd", seed=0):
-    from coordinator.compiler import Optimizer
-    from coordinator.model_package import build_package as build
-    from coordinator.model_zoo import build_forward
-    from edge_sdk.training import ModelPackage
+    from coordinator.models.compiler import Optimizer
+    from coordinator.models.package_writer import build_package as build
+    from coordinator.models.zoo import build_forward
+    from edge_sdk.training.package import ModelPackage
 
     forward, params = build_forward(spec, seed=seed)
     build(directory, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=spec)

@@ -1,8 +1,9 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge_sdk.aggregation import fedavg, quantize
-from edge_sdk.params import model_hash, to_fixed, to_float
+from edge_sdk.chain.aggregation import fedavg, quantize
+from edge_sdk.protocol.fixedpoint import model_hash, to_fixed, to_float
 
 FRAC = 24
 

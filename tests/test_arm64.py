@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
 from testbed import Testbed
 
@@ -58,7 +57,7 @@ def test_an_emulated_pi_trains_publishes_and_verifies_against_native_nodes(arm64
         bed.close()
     log = (tmp_path / "bed" / "d0.log").read_text()
     assert "Traceback" not in log, log[-3000:]
-    from edge_sdk.store import ChainStore
+    from edge_sdk.chain.store import ChainStore
 
     store = ChainStore(tmp_path / "bed" / "m0" / "chain.db")
     block1 = store.ancestor(store.tip.hash, 1)

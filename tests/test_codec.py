@@ -1,10 +1,11 @@
 import cbor2
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge_sdk import codec
-from edge_sdk.errors import ProtocolError, Reason
+from edge_sdk.protocol import codec
+from edge_sdk.protocol.errors import ProtocolError, Reason
 
 plain = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64) + 1, 2**64 - 1) | st.binary(max_size=64) | st.text(max_size=16)

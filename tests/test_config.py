@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from edge_sdk.config import ConfigError, DeviceConfig
+from edge_sdk.node.config import ConfigError, DeviceConfig
 
 EXAMPLE = "deploy/raspberry-pi/device.toml"
 

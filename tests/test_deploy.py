@@ -11,7 +11,6 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from conftest import REPO
 
 UNITS = ["deploy/raspberry-pi/blockfl-device.service", "deploy/server/blockfl-miner@.service",
@@ -46,9 +45,9 @@ def test_make_certs_issues_a_ca_broker_and_device_certificates(tmp_path):
 
 
 def test_the_production_broker_config_serves_tls_with_registry_credentials(tmp_path):
-    from coordinator import broker
-    from coordinator.task_setup import coordinator_credentials, init_task
-    from edge_sdk.keys import Identity
+    from coordinator.task import broker
+    from coordinator.task.setup import coordinator_broker, init_task
+    from edge_sdk.protocol.identity import Identity
 
     pki = tmp_path / "pki"
     subprocess.run(["bash", str(REPO / "deploy/server/make-certs.sh"), str(pki), "localhost"], check=True, capture_output=True)
@@ -66,7 +65,8 @@ def test_the_production_broker_config_serves_tls_with_registry_credentials(tmp_p
     try:
         results = {}
         for label, password in (("right", None), ("wrong", "nope")):
-            user, real = coordinator_credentials(tmp_path / "task")
+            config = coordinator_broker(tmp_path / "task", "mqtts://localhost")
+            user, real = config.username, config.password
             done = threading.Event()
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{label}", protocol=mqtt.MQTTv5)
             client.tls_set(ca_certs=str(pki / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)

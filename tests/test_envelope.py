@@ -1,9 +1,10 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge_sdk import codec, envelope
-from edge_sdk.errors import ProtocolError, Reason
-from edge_sdk.keys import Identity
+from edge_sdk.protocol import codec, envelope
+from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.identity import Identity
 
 ALICE = Identity.from_seed(b"alice")
 BOB = Identity.from_seed(b"bob")

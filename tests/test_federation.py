@@ -8,15 +8,16 @@ import time
 
 import numpy as np
 import pytest
-
-from coordinator.chainverify import verify_database
-from coordinator.mining import build_block
-from edge_sdk import envelope, sync
-from edge_sdk.block import make_update
-from edge_sdk.cert import issue_certificate
-from edge_sdk.chain import MemoryChain, now_ms
-from edge_sdk.keys import Identity
 from testbed import Testbed
+
+from coordinator.miner.assembly import build_block
+from coordinator.tools.chainverify import verify_database
+from edge_sdk.chain.memory import MemoryChain
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol import envelope, sync
+from edge_sdk.protocol.block import make_update
+from edge_sdk.protocol.cert import issue_certificate
+from edge_sdk.protocol.identity import Identity
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -138,7 +139,7 @@ def settle(bed, miner=0, timeout=30) -> str:
 
 
 def assert_devices_agree(bed, db, upto: str):
-    from edge_sdk.store import ChainStore
+    from edge_sdk.chain.store import ChainStore
 
     store = ChainStore(db)
     tip = bytes.fromhex(upto)
@@ -169,7 +170,7 @@ def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
         report = verify_database(bed.root / f"m{i}" / "chain.db")
         assert report.ok, report.failure
     assert_devices_agree(bed, bed.root / "m0" / "chain.db", tip)
-    assert bed.device_status(2)["updates_sent"] >= 1
+    assert bed.device_status(2)["counters"]["updates_sent"] >= 1
 
 
 def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(bed_factory):
@@ -183,7 +184,7 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
     killed_at = tip_of_miner(bed, 1)
     survivor = bed.task.miners[0].node_id
     # d1 preferred m1: the broker publishes m1's last will ("offline") and d1 switches to m0
-    bed.wait(lambda: bed.device_status(1).get("miner") == survivor, 60, "d1 to fail over to m0")
+    bed.wait(lambda: bed.device_status(1).get("details", {}).get("miner") == survivor, 60, "d1 to fail over to m0")
     bed.wait(lambda: tip_of_miner(bed, 0) >= killed_at + 2, 60, "rounds with m1 down (its devices fail over)")
     bed.start_miner(1)
     bed.wait(lambda: tip_of_miner(bed, 1) >= tip_of_miner(bed, 0) >= killed_at + 2, 60, "m1 to resync")
@@ -205,8 +206,8 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
     bed.wait(lambda: all(bed.metrics(i) for i in range(2)) and bed.device_status(0), 30, "nodes to start")
     chain = MemoryChain(bed.genesis)
     genesis = chain.tip
-    a = build_block(identity=bed.miner_ids[0], task=bed.task, chain=chain, parent=genesis, update_bytes=[], now_ms=now_ms())
-    b = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, update_bytes=[], now_ms=now_ms() + 1)
+    a = build_block(identity=bed.miner_ids[0], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms())
+    b = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms() + 1)
     sa, sb = chain.add(a), chain.add(b)
     m0, m1 = (bed.client(*bed.credentials(f"m{i}")) for i in range(2))
     assert m0.publish(bed.topics.block(bed.task.miners[0].node_id), a) == 0
@@ -215,7 +216,7 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
     tips = lambda: [bed.metrics(i).get("tip") for i in range(2)] + [bed.device_status(0).get("tip")]
     bed.wait(lambda: tips() == [winner] * 3, 30, f"every node on the lower-hash block; tips {tips()}")
     loser = sb if winner == sa.hash.hex() else sa
-    c = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=loser, update_bytes=[], now_ms=now_ms())
+    c = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=loser, updates=[], now_ms=now_ms())
     sc = chain.add(c)
     assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), c) == 0
     bed.wait(lambda: tips() == [sc.hash.hex()] * 3, 30, f"every node reorganised onto the longer branch; tips {tips()}")
@@ -228,7 +229,7 @@ def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
     bed.wait(lambda: tip_of_miner(bed, 0) >= 3, 60, "three blocks before the late joiner")
     bed.start_device(1)
     bed.wait(lambda: bed.device_status(1).get("tip_height", 0) >= 3, 60, "the late joiner to catch up")
-    bed.wait(lambda: bed.device_status(1).get("updates_sent", 0) >= 1, 60, "the late joiner's first update")
+    bed.wait(lambda: bed.device_status(1).get("counters", {}).get("updates_sent", 0) >= 1, 60, "the late joiner's first update")
     late = bed.device_ids[1].public.node_id
 
     def rewarded():
@@ -244,7 +245,7 @@ def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
     rows = sqlite3.connect(bed.root / "d1" / "state" / "chain.db").execute("SELECT height, length(raw) FROM blocks ORDER BY height").fetchall()
     assert any(size == 0 for h, size in rows if h > 0), "the late joiner did not use a snapshot"
     lines = [json.loads(l) for l in (bed.root / "d1" / "state" / "model_hashes.jsonl").read_text().splitlines()]
-    from edge_sdk.store import ChainStore
+    from edge_sdk.chain.store import ChainStore
 
     miner_chain = {h.hash.hex(): h for h in ChainStore(bed.root / "m0" / "chain.db").best_chain()}
     for line in lines:
@@ -254,8 +255,8 @@ def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
 def test_a_snapshot_with_a_wrong_model_or_header_changes_nothing(fed, tmp_path):
     import dataclasses
 
-    from edge_sdk.errors import ProtocolError, Reason
-    from edge_sdk.store import ChainStore
+    from edge_sdk.chain.store import ChainStore
+    from edge_sdk.protocol.errors import ProtocolError, Reason
 
     miner_store = ChainStore(tmp_path / "m.db", fed.genesis)
     for i in range(3):
@@ -278,7 +279,7 @@ def test_a_snapshot_with_a_wrong_model_or_header_changes_nothing(fed, tmp_path):
 
 
 def test_nodes_survive_a_broker_restart(bed_factory):
-    from coordinator import broker
+    from coordinator.task import broker
 
     bed = bed_factory(miners=1, devices=2, min_updates=2, max_wait_ms=3000)
     bed.start_miner(0)
@@ -294,7 +295,7 @@ def test_nodes_survive_a_broker_restart(bed_factory):
 
 
 def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
-    from coordinator.task_setup import coordinator_credentials, revoke_device
+    from coordinator.task.setup import coordinator_broker, revoke_device
 
     bed = bed_factory(miners=1, devices=2, max_wait_ms=120_000)
     bed.start_miner(0)
@@ -302,7 +303,8 @@ def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
     target = bed.device_ids[1].public
     d1 = bed.client(*bed.credentials("d1"))
     notice = revoke_device(bed.root / "task", target.node_id)    # registry, passwd and acl rewritten; broker not yet reloaded
-    coordinator = bed.client(*coordinator_credentials(bed.root / "task"))
+    config = coordinator_broker(bed.root / "task", bed.url)
+    coordinator = bed.client(config.username, config.password)
     coordinator.c.publish(bed.topics.revocations, notice, qos=1, retain=True).wait_for_publish(5)
     time.sleep(1)
     miner = bed.task.miners[0]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edge_sdk.keys import Identity, node_id
+from edge_sdk.protocol.identity import Identity, node_id
 
 
 def run_device(*args):

@@ -1,8 +1,9 @@
 import hashlib
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge_sdk.merkle import merkle_root
+from edge_sdk.protocol.merkle import merkle_root
 
 
 def reference_mth(leaves):

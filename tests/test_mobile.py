@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
-
 from conftest import build_package
 
 

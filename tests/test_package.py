@@ -39,7 +39,7 @@ def test_console_scripts_are_declared():
 
 
 def test_every_reason_code_is_documented_in_protocol_md():
-    from edge_sdk.errors import Reason
+    from edge_sdk.protocol.errors import Reason
 
     text = (ROOT / "PROTOCOL.md").read_text()
     table = text[text.index("## 11. Reason codes"):text.index("## 12.")]

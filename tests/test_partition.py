@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from coordinator.partition import parse, partition
+from coordinator.emulator.data import parse, partition
 
 LABELS = np.repeat(np.arange(10), 50)
 

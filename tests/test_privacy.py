@@ -6,14 +6,17 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from phe import paillier as phe
 
-from coordinator.accountant import epsilon, noise_for
-from edge_sdk import paillier
-from edge_sdk.errors import ProtocolError, Reason
-from edge_sdk.privacy import clip_and_noise, open_private_key, seal_private_key
-from edge_sdk.keys import Identity
+from coordinator.emulator.accountant import epsilon, noise_for
+from edge_sdk.privacy import paillier
+from edge_sdk.privacy.dp import clip_and_noise
+from edge_sdk.privacy.sealed_key import open_private_key, seal_private_key
+from edge_sdk.protocol import packing as slots
+from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.identity import Identity
 
 PUBLIC, PRIVATE = phe.generate_paillier_keypair(n_length=1024)
 
@@ -21,7 +24,7 @@ PUBLIC, PRIVATE = phe.generate_paillier_keypair(n_length=1024)
 def packing(**kw):
     args = dict(n=PUBLIC.n, precision=12, clip_exp=0, max_quota=500, max_updates=8)
     args.update(kw)
-    p = paillier.Packing(**args)
+    p = slots.Packing(**args)
     p.check()
     return p
 
@@ -44,13 +47,13 @@ def test_decrypted_aggregate_is_the_exact_weighted_integer_sum(updates):
     pk = packing()
     cts = [[int.from_bytes(c, "big") for c in paillier.encrypt_update(d, n, SHAPES, pk)] for n, d in updates]
     sums = paillier.Decryptor(PRIVATE, pk).sums(paillier.aggregate(cts, pk), VALUES)
-    quantized = [paillier.quantize(paillier.flatten(d, SHAPES), pk) for _, d in updates]
+    quantized = [slots.quantize(slots.flatten(d, SHAPES), pk) for _, d in updates]
     exact = [sum(n * q[i] for (n, _), q in zip(updates, quantized)) for i in range(VALUES)]
     assert sums == exact
     # and the fixed-point mean is the clipped float mean within one quantization step
     total = sum(n for n, _ in updates)
-    mean = np.array(paillier.mean_fixed(sums, total, pk, 24), dtype=np.float64) / 2**24
-    reference = sum(n * np.clip(paillier.flatten(d, SHAPES), -1, 1) for n, d in updates) / total
+    mean = np.array(slots.mean_fixed(sums, total, pk, 24), dtype=np.float64) / 2**24
+    reference = sum(n * np.clip(slots.flatten(d, SHAPES), -1, 1) for n, d in updates) / total
     assert np.max(np.abs(mean - reference)) <= 2.0 / ((1 << pk.precision) - 1) + 2**-24
 
 
@@ -70,7 +73,7 @@ def test_configurations_that_could_overflow_are_refused(tmp_path):
         packing(precision=32, max_quota=2**20, max_updates=2048, n=(1 << 40) + 1)
     with pytest.raises(ValueError, match="2\\^31"):
         packing(max_quota=2**20, max_updates=4096)
-    from coordinator.task_setup import enroll_device, init_task
+    from coordinator.task.setup import enroll_device, init_task
 
     init_task(tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100)
     with pytest.raises(ValueError, match="max_quota"):
@@ -80,18 +83,18 @@ def test_configurations_that_could_overflow_are_refused(tmp_path):
 def test_miners_check_ciphertext_count_and_range_without_the_key():
     pk = packing()
     good = paillier.encrypt_update({n: np.zeros(s, np.float32) for n, s in SHAPES.items()}, 1, SHAPES, pk)
-    assert len(paillier.parse_ciphertexts(good, VALUES, pk)) == pk.ciphertext_count(VALUES)
+    assert len(slots.parse_ciphertexts(good, VALUES, pk)) == pk.ciphertext_count(VALUES)
     cases = {
         Reason.BAD_SHAPE: good[:-1],
         Reason.OUT_OF_RANGE: [bytes(pk.ciphertext_bytes)] + good[1:],
     }
     for reason, value in cases.items():
         with pytest.raises(ProtocolError) as info:
-            paillier.parse_ciphertexts(value, VALUES, pk)
+            slots.parse_ciphertexts(value, VALUES, pk)
         assert info.value.reason is reason
     multiple_of_p = (int(PRIVATE.p) * 7).to_bytes(pk.ciphertext_bytes, "big")   # not in Z*_{n^2}
     with pytest.raises(ProtocolError):
-        paillier.parse_ciphertexts([multiple_of_p] + good[1:], VALUES, pk)
+        slots.parse_ciphertexts([multiple_of_p] + good[1:], VALUES, pk)
 
 
 def test_precomputed_masks_give_valid_ciphertexts():

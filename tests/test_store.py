@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from coordinator.chainverify import verify_database
-from coordinator.mining import search_nonce
-from edge_sdk.store import ChainStore
-from edge_sdk.block import Block, seal_block
-from edge_sdk.errors import ProtocolError, Reason
+from coordinator.miner.assembly import search_nonce
+from coordinator.tools.chainverify import verify_database
+from edge_sdk.chain.store import ChainStore
+from edge_sdk.protocol.block import Block, seal_block
+from edge_sdk.protocol.errors import ProtocolError, Reason
 
 
 def blockfl(*args, timeout=60):
@@ -128,7 +128,7 @@ def test_chain_verify_catches_a_stored_model_that_differs(demo_db):
 
 def test_chain_verify_catches_a_mined_block_with_a_wrong_model_hash(demo_db):
     """A block that was signed and mined but breaks a consensus rule, slipped in past validation."""
-    from edge_sdk.keys import Identity
+    from edge_sdk.protocol.identity import Identity
 
     miner = Identity.from_seed(b"demo-miner-0")
     conn = sqlite3.connect(demo_db)

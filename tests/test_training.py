@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import REPO, build_package
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO, build_package
-from coordinator.compiler import UnsupportedModelError
-from coordinator.model_package import build_package as build_from_model
-from coordinator.compiler import Optimizer
-from edge_sdk.training import ModelPackage, make_trainer
+from coordinator.models.compiler import Optimizer, UnsupportedModelError
+from coordinator.models.package_writer import build_package as build_from_model
+from edge_sdk.training.package import ModelPackage
+from edge_sdk.training.trainers import make_trainer
 
 
 def labels_for(loss, n, width, rng):
@@ -208,7 +208,8 @@ def test_mlp_reaches_95_percent_on_digits(tmp_path, digits):
 DEVICE_SCRIPT = r"""
 import importlib.util, json, sys
 import numpy as np
-from edge_sdk.training import ModelPackage, make_trainer
+from edge_sdk.training.package import ModelPackage
+from edge_sdk.training.trainers import make_trainer
 present = [m for m in ("onnx", "torch", "sklearn", "onnxruntime.training") if importlib.util.find_spec(m) is not None]
 package = ModelPackage.load(sys.argv[1])
 data = np.load(sys.argv[2])
@@ -237,8 +238,9 @@ def test_device_environment_trains_portable_without_onnx_or_torch(tmp_path, digi
 OFFICIAL_SCRIPT = r"""
 import json, sys
 import numpy as np
-from coordinator.ort_artifacts import generate
-from edge_sdk.training import ModelPackage, make_trainer
+from coordinator.models.ort_artifacts import generate
+from edge_sdk.training.package import ModelPackage
+from edge_sdk.training.trainers import make_trainer
 generate(sys.argv[1])
 package = ModelPackage.load(sys.argv[1])
 data = np.load(sys.argv[2])

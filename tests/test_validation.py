@@ -2,17 +2,16 @@
 
 import numpy as np
 import pytest
-
-from edge_sdk import envelope
-from edge_sdk.block import Block, Update, make_genesis, make_update
-from edge_sdk.chain import now_ms
-from edge_sdk.errors import ProtocolError, Reason
-from edge_sdk.keys import Identity
-from edge_sdk.params import model_hash
-from edge_sdk.validation import validate_genesis
-from edge_sdk.work import work
-
 from conftest import make_federation
+
+from edge_sdk.chain.rules import validate_genesis
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol import envelope
+from edge_sdk.protocol.block import Block, Update, make_genesis, make_update
+from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.fixedpoint import model_hash
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.work import work
 
 
 def refused(chain, raw, reason):
@@ -163,7 +162,7 @@ def test_retarget_applies_on_a_real_chain():
 
 
 def test_certificate_rules(fed):
-    from edge_sdk.cert import issue_certificate
+    from edge_sdk.protocol.cert import issue_certificate
 
     base = fed.chain().tip.hash
     cases = {

@@ -104,7 +104,7 @@ def test_canonical_cbor_examples():
 
 
 def test_vector_chain_validates():
-    from edge_sdk.chain import MemoryChain
+    from edge_sdk.chain.memory import MemoryChain
 
     chain = MemoryChain(H(VECTORS["chain"]["genesis"]))
     for raw in VECTORS["chain"]["blocks"]:

@@ -1,7 +1,8 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge_sdk.work import MAX_TARGET, is_retarget_height, meets_target, next_target, target_for_hashes, work
+from edge_sdk.protocol.work import MAX_TARGET, is_retarget_height, meets_target, next_target, target_for_hashes, work
 
 
 def test_meets_target_is_big_endian_and_inclusive():

@@ -9,16 +9,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from coordinator import broker
-from coordinator.task_setup import add_observer, enroll_device, enroll_miner, init_task
-from edge_sdk.keys import Identity
-from edge_sdk.task import RoundRules, TrainingParams
-from edge_sdk.topics import Topics
+from coordinator.task import broker
+from coordinator.task.setup import add_observer, enroll_device, enroll_miner, init_task
+from edge_sdk.node.status import Status, device_status_path, miner_status_path
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import RoundRules, TrainingParams
+from edge_sdk.transport.topics import Topics
 
 
 class Testbed:
@@ -84,17 +86,13 @@ class Testbed:
         process.wait(timeout=10)
 
     def metrics(self, i: int) -> dict:
-        path = self.root / f"m{i}" / "chain.db.metrics.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
+        """Miner i's status file as a dict ({} until it writes one)."""
+        status = Status.read(miner_status_path(self.root / f"m{i}" / "chain.db"))
+        return asdict(status) if status else {}
 
     def device_status(self, i: int) -> dict:
-        try:
-            return json.loads((self.root / f"d{i}" / "state" / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        status = Status.read(device_status_path(self.root / f"d{i}" / "state"))
+        return asdict(status) if status else {}
 
     def wait(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

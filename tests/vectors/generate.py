@@ -17,17 +17,17 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from coordinator.mining import build_block  # noqa: E402
-from edge_sdk import codec, envelope  # noqa: E402
-from edge_sdk.aggregation import fedavg  # noqa: E402
-from edge_sdk.block import Block, make_genesis, make_update  # noqa: E402
-from edge_sdk.chain import MemoryChain  # noqa: E402
-from edge_sdk.keys import Identity  # noqa: E402
-from edge_sdk.merkle import merkle_root  # noqa: E402
-from edge_sdk.params import model_hash, to_fixed  # noqa: E402
-from edge_sdk.cert import issue_certificate  # noqa: E402
-from edge_sdk.task import ChainParams, MinerInfo, Task  # noqa: E402
-from edge_sdk.work import meets_target, target_for_hashes  # noqa: E402
+from coordinator.miner.assembly import build_block  # noqa: E402
+from edge_sdk.chain.aggregation import fedavg  # noqa: E402
+from edge_sdk.chain.memory import MemoryChain  # noqa: E402
+from edge_sdk.protocol import codec, envelope  # noqa: E402
+from edge_sdk.protocol.block import Block, make_genesis, make_update  # noqa: E402
+from edge_sdk.protocol.cert import issue_certificate  # noqa: E402
+from edge_sdk.protocol.fixedpoint import model_hash, to_fixed  # noqa: E402
+from edge_sdk.protocol.identity import Identity  # noqa: E402
+from edge_sdk.protocol.merkle import merkle_root  # noqa: E402
+from edge_sdk.protocol.task import ChainParams, MinerInfo, Task  # noqa: E402
+from edge_sdk.protocol.work import meets_target, target_for_hashes  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("protocol.json")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
@@ -90,9 +90,9 @@ def generate() -> dict:
     ]
     certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=T0 + 10**10, name=f"device-{i}") for i, d in enumerate(devices)]
     updates = [make_update(devices[i], task, certs[i], g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))]
-    block1 = build_block(identity=miner, task=task, chain=chain, parent=g, update_bytes=updates, now_ms=T0 + 2000)
+    block1 = build_block(identity=miner, task=task, chain=chain, parent=g, updates=updates, now_ms=T0 + 2000)
     s1 = chain.add(block1, now=T0 + 2000)
-    block2 = build_block(identity=miner, task=task, chain=chain, parent=s1, update_bytes=[], now_ms=T0 + 3000)
+    block2 = build_block(identity=miner, task=task, chain=chain, parent=s1, updates=[], now_ms=T0 + 3000)
     s2 = chain.add(block2, now=T0 + 3000)
     hard = Block.parse(block2, 1 << 30).header
     hard = dataclasses.replace(hard, target=1 << 240, nonce=0)

@@ -1,0 +1,1 @@
+"""`blockfl emulate`: a whole federation as local processes, observed, verified and reported."""

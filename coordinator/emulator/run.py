@@ -1,0 +1,220 @@
+"""`blockfl emulate`: a whole federation on one machine, each node its own process.
+
+Starts Mosquitto (auth + ACL from the registry) on a free loopback port, creates a task whose
+miners and devices get fresh identities and credentials, partitions scikit-learn's digits among
+the devices, runs the miners and devices as separate processes, follows the chain as a read-only
+observer (evaluating each new global model on a held-out test set), then stops everything,
+re-verifies every miner's chain from genesis, checks that every device computed the same model
+hash for every block, and writes report.json, PNG plots and summary.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coordinator.emulator.data import digits_shards
+from coordinator.emulator.layout import Layout
+from coordinator.emulator.observer import Observer
+from coordinator.emulator.processes import Federation, device_args, miner_args
+from coordinator.task import broker as local_broker
+from coordinator.task.setup import add_observer, enroll_device, enroll_miner, init_task
+from coordinator.tools.chainverify import verify_database
+from edge_sdk.chain.ledger import balances
+from edge_sdk.node.status import ModelHashLog
+from edge_sdk.protocol.fixedpoint import model_hash
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import RoundRules, TrainingParams
+from edge_sdk.transport.mqtt import BrokerConfig
+
+SETTLE_S = 20  # how long devices get to reach the observer's final tip
+
+
+@dataclass
+class Options:
+    out: Path
+    devices: int = 10
+    miners: int = 3
+    rounds: int = 5
+    seed: int = 0
+    partition: str = "iid"
+    model: str = "mlp:64-32-10"
+    optimizer: str = "sgd"
+    epochs: int = 5
+    batch_size: int = 16
+    learning_rate: float = 0.1
+    min_updates: int | None = None  # default: every device
+    max_wait_ms: int = 8000
+    initial_hashes: int = 20_000
+    timeout: float = 600.0
+    broker_url: str | None = None  # use a running broker instead of starting one
+    quiet: bool = False
+    privacy: str = "plain"  # one of edge_sdk.protocol.task.PRIVACY_MODES
+    dp_clip: float = 1.0
+    dp_noise: float | None = None  # noise multiplier; default: calibrated from dp_epsilon
+    dp_epsilon: float = 8.0
+    dp_delta: float = 1e-5
+
+    def noise_multiplier(self) -> float:
+        if self.privacy not in ("dp", "paillier+dp"):
+            return 0.0
+        if self.dp_noise is not None:
+            return self.dp_noise
+        from coordinator.emulator.accountant import noise_for
+
+        return noise_for(self.dp_epsilon, self.dp_delta, self.rounds)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+
+def run(options: Options) -> int:
+    out = options.out
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    fed = Federation(Layout(out))
+    started = time.monotonic()
+    try:
+        return _run(options, fed, started)
+    except KeyboardInterrupt:
+        options.say("interrupted: stopping every process")
+        return 130
+    finally:
+        fed.stop()
+
+
+def _run(o: Options, fed: Federation, started: float) -> int:
+    layout = fed.layout
+    shards, test_set = digits_shards(o.devices, o.partition, o.seed)
+    # identities follow --seed so that runs repeat (an emulation; never derive real keys from a seed)
+    miner_ids = [Identity.from_seed(b"emulate-%d-miner-%d" % (o.seed, i)) for i in range(o.miners)]
+    for i, identity in enumerate(miner_ids):
+        identity.save(layout.miner(i) / "identity")
+    task = init_task(
+        layout.task.path,
+        miners=[m.public for m in miner_ids],
+        name="emulated-digits",
+        model=o.model,
+        optimizer=o.optimizer,
+        seed=o.seed,
+        training=TrainingParams(o.epochs, o.batch_size, o.learning_rate),
+        rounds=RoundRules(o.min_updates or o.devices, o.max_wait_ms),
+        initial_hashes=o.initial_hashes,
+        target_interval_ms=5000,
+        privacy=o.privacy,
+        dp_clip=o.dp_clip,
+        dp_noise=o.noise_multiplier(),
+    )
+    noise = f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""
+    o.say(
+        f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.partition}), {o.miners} miners, "
+        f"{o.rounds} rounds, privacy {o.privacy}{noise}"
+    )
+    port = local_broker.free_port() if o.broker_url is None else None
+    url = o.broker_url or f"mqtt://127.0.0.1:{port}"
+    for i, identity in enumerate(miner_ids):
+        enroll_miner(layout.task.path, identity.public, broker_url=url, out=layout.miner(i))
+    for i, (x, y) in enumerate(shards):
+        d = layout.device(i)
+        identity = Identity.from_seed(b"emulate-%d-device-%d" % (o.seed, i))
+        identity.save(d / "identity")
+        np.savez(d / "data.npz", x=x, y=y)
+        quota = max(1000, len(x))
+        enroll_device(layout.task.path, identity.public, broker_url=url, out=d / "bundle", quota=quota, name=f"d{i}")
+    observer_user, observer_password = add_observer(layout.task.path)
+    if o.broker_url is None:
+        fed.broker, _ = local_broker.start(layout.broker, layout.task.broker, port=port)
+        o.say(f"mosquitto on 127.0.0.1:{port} (auth + ACL)")
+    genesis = layout.task.genesis.read_bytes()
+    for i in range(o.miners):
+        fed.spawn(f"miner{i}", miner_args(layout, i))
+    for i in range(o.devices):
+        fed.spawn(f"device{i}", device_args(layout, i, i % o.miners))
+    o.say(f"started {o.miners} miners and {o.devices} devices")
+    broker = BrokerConfig(url, observer_user, observer_password)
+    observer = Observer(layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say)
+    reached = observer.follow(fed, started, o.rounds, o.timeout)
+    if reached:
+        _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
+    fed.stop()
+    return _finish(o, layout, observer, reached, started)
+
+
+def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        statuses = [layout.device_status(i) for i in range(o.devices)]
+        if min(s.tip_height if s else -1 for s in statuses) >= height:
+            return
+        time.sleep(0.3)
+
+
+def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float) -> int:
+    from coordinator.emulator.report import write_report
+
+    chain = observer.chain
+    best = [chain.get(h.hash) for h in chain.branch(chain.tip.hash)[1:]]
+    rounds = [observer.rounds[s.hash.hex()] for s in best]
+    verify = {}
+    for i in range(o.miners):
+        report = verify_database(layout.miner_db(i))
+        failure = str(report.failure) if report.failure else None
+        verify[f"m{i}"] = {"ok": report.ok, "blocks": report.blocks, "failure": failure}
+    agreement = _model_hash_agreement(o, layout, best, chain.task.chain.frac_bits)
+    miners = {f"m{i}": _status_dict(layout.miner_status(i)) for i in range(o.miners)}
+    devices = {f"d{i}": _status_dict(layout.device_status(i)) for i in range(o.devices)}
+    privacy = chain.task.privacy
+    ok = reached and all(v["ok"] for v in verify.values()) and agreement["ok"]
+    report = {
+        "ok": ok,
+        "reached_rounds": reached,
+        "seconds": round(time.monotonic() - started, 1),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in o.__dict__.items()},
+        "task_id": chain.task.id.hex(),
+        "initial": {"accuracy": observer.initial.accuracy, "loss": observer.initial.loss},
+        "privacy": privacy.mode,
+        "dp": {"noise_multiplier": privacy.dp_noise, "clip": privacy.dp_clip, "delta": o.dp_delta} if privacy.dp else None,
+        "rounds": rounds,
+        "chain_verify": verify,
+        "model_hash_agreement": agreement,
+        "rejections": _sum_counters(m.get("rejections", {}) for m in miners.values()),
+        "miners": miners,
+        "devices": devices,
+        "rewards": balances(chain.task, [chain.raw[s.hash] for s in best]),
+        "forks": len(chain.raw) - 1 - len(best),
+    }
+    write_report(o.out, report)
+    final = rounds[-1] if rounds else None
+    summary = f"final accuracy {final['accuracy']:.3f}" if final else "no blocks"
+    o.say(f"{'OK' if ok else 'FAILED'}: {len(rounds)} rounds in {report['seconds']}s; {summary}")
+    o.say(f"report: {o.out / 'report.json'}, {o.out / 'summary.md'}, plots in {o.out}")
+    return 0 if ok else 1
+
+
+def _status_dict(status) -> dict:
+    return asdict(status) if status else {}
+
+
+def _model_hash_agreement(o: Options, layout: Layout, best, frac_bits: int) -> dict:
+    """Every device must have computed, for every block of the best chain, the same model as the
+    observer (in plain and dp modes the header's model hash; with Paillier, the decrypted model)."""
+    problems = []
+    for i in range(o.devices):
+        seen = ModelHashLog(layout.device_state(i)).read()
+        for state in best:
+            got = seen.get(state.hash.hex())
+            if got != model_hash(state.model, frac_bits).hex():
+                problems.append(f"d{i} height {state.header.height}: {'missing' if got is None else 'differs'}")
+    return {"ok": not problems, "devices": o.devices, "blocks": len(best), "problems": problems[:20]}
+
+
+def _sum_counters(counters) -> dict:
+    total: dict = {}
+    for c in counters:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total

@@ -1,0 +1,94 @@
+"""Block assembly, the one sequence every block maker follows (the miner, `chain demo`, tests):
+
+    assemble (chain-state checks, aggregate, template) -> search_nonce -> seal
+
+Updates come already parsed and verified (a miner's pool holds them so); assembly only checks
+the rules that depend on the block itself (base, time), which cost no cryptography.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.rules import check_update, expected_target
+from edge_sdk.chain.view import BlockState, ChainView
+from edge_sdk.protocol.block import NONCE_OFFSET, Header, Update, block_template, seal_block
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import Task
+
+NONCE_LIMIT = 1 << 64
+
+
+@dataclass(frozen=True)
+class Template:
+    """A block before proof-of-work: its header (nonce 0) and the updates it records, in order."""
+
+    header: Header
+    updates: tuple[Update, ...]
+
+    @property
+    def update_bytes(self) -> list[bytes]:
+        return [u.envelope.raw for u in self.updates]
+
+
+def assemble(*, miner: bytes, task: Task, chain: ChainView, parent: BlockState, updates: Sequence[Update], now_ms: int) -> Template:
+    """The header of a block on `parent` recording `updates` (parsed and verified by the caller)."""
+    timestamp = max(now_ms, parent.header.timestamp_ms)
+    for update in updates:
+        check_update(update, parent.header, timestamp, task)
+    commitment, _ = apply_updates(task, parent.model, updates)  # miners never hold the Paillier key
+    header = block_template(
+        parent=parent.header,
+        task=task,
+        miner=miner,
+        update_bytes=[u.envelope.raw for u in updates],
+        commitment=commitment,
+        timestamp_ms=timestamp,
+        target=expected_target(task, parent.header, chain),
+    )
+    return Template(header, tuple(updates))
+
+
+def search_nonce(
+    header: Header, *, stop: threading.Event | None = None, start: int = 0, limit: int = NONCE_LIMIT
+) -> Header | None:
+    """Find a nonce whose header hash meets the target; None if stopped or out of nonces.
+
+    Hashes the fixed 212-byte prefix once and finishes each try from that midstate.
+    """
+    prefix = hashlib.sha256(header.encode()[:NONCE_OFFSET])
+    target = header.target
+    for nonce in range(start, limit):
+        if stop is not None and nonce & 0x3FF == 0 and stop.is_set():
+            return None
+        h = prefix.copy()
+        h.update(nonce.to_bytes(8, "big"))
+        if int.from_bytes(h.digest(), "big") <= target:
+            return header.with_nonce(nonce)
+    return None
+
+
+def seal(identity: Identity, header: Header, template: Template) -> bytes:
+    """Wire bytes of a mined block, signed by its miner."""
+    return seal_block(identity, header, template.update_bytes)
+
+
+def build_block(
+    *,
+    identity: Identity,
+    task: Task,
+    chain: ChainView,
+    parent: BlockState,
+    updates: Sequence[Update | bytes],
+    now_ms: int,
+    stop: threading.Event | None = None,
+) -> bytes | None:
+    """Assemble, mine and seal in one call (raw update bytes are parsed and verified first)."""
+    parsed = [u if isinstance(u, Update) else Update.parse(u, task) for u in updates]
+    template = assemble(miner=identity.public.sign_pk, task=task, chain=chain, parent=parent, updates=parsed, now_ms=now_ms)
+    mined = search_nonce(template.header, stop=stop)
+    return None if mined is None else seal(identity, mined, template)

@@ -1,0 +1,224 @@
+"""A miner node: admits updates, cross-verifies them with the other miners, mines blocks,
+follows the best chain and answers sync requests; chain, pool and status live on disk.
+
+Built on the node runtime (edge_sdk/node/runtime.py): everything that touches state runs on its
+loop; only the nonce search runs in a worker thread, which a better tip stops.
+
+Where the miner validates twice, on purpose: its own block goes through the same `store.add` as
+any peer's, so a bug in assembly is caught before the block is stored or published. That costs
+one aggregation and no signature checks: the pool's updates were verified once, at admission,
+and `store.add` reuses them by digest (as it does for peers' blocks that carry pooled updates).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from coordinator.miner import policy
+from coordinator.miner.admission import admit
+from coordinator.miner.assembly import Template, assemble, seal, search_nonce
+from coordinator.miner.pool import Pool
+from edge_sdk.chain.database import Database
+from edge_sdk.chain.store import ChainStore
+from edge_sdk.chain.view import BlockState
+from edge_sdk.clock import now_ms
+from edge_sdk.node.logs import event
+from edge_sdk.node.runtime import Node
+from edge_sdk.node.status import miner_status_path
+from edge_sdk.protocol import codec, envelope, sync
+from edge_sdk.protocol.block import Header, Update
+from edge_sdk.protocol.fixedpoint import encode_model
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.revocations import parse_revocations
+from edge_sdk.transport.mqtt import BrokerConfig, Incoming
+from edge_sdk.transport.topics import ANY, Topics, sender
+
+log = logging.getLogger("blockfl.miner")
+
+
+class Miner(Node):
+    role = "miner"
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        genesis: bytes,
+        db_path: str | Path,
+        broker: BrokerConfig,
+        status_path: str | Path | None = None,
+    ):
+        db = Database(db_path)
+        store = ChainStore(db, genesis)
+        task = store.task
+        if task.miner(identity.public.sign_pk) is None:
+            raise ValueError("this identity is not in the task's miner set")
+        self.pool = Pool(db, task)
+        self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
+        self.revoked: frozenset[bytes] = frozenset()
+        self._mining: threading.Event | None = None  # set() stops the running nonce search
+        self._round_started: int | None = None
+        me = identity.public.node_id
+        t = Topics(task.id)
+        super().__init__(
+            identity=identity,
+            store=store,
+            broker=broker,
+            handlers={
+                "update": self.on_update,
+                "gossip": self.on_gossip,
+                "sync": self.on_sync_request,
+                "revocations": self.on_revocations,
+            },
+            subscriptions=[t.update(me, ANY), t.gossip(me, ANY), t.sync(me), t.revocations],
+            status_path=status_path or miner_status_path(db_path),
+        )
+
+    # --- runtime hooks ---
+    def on_connected(self) -> None:
+        self._publish_head()
+        self.request_sync()
+
+    def sync_targets(self, hint: str | None) -> list[str]:
+        peers = [p.node_id for p in self.peers]
+        return [hint] if hint in peers else peers
+
+    def known_updates(self):
+        return self.pool.parsed
+
+    def wait_seconds(self) -> float:
+        return policy.wait_seconds(self._round_started, now_ms(), self.task.rounds)
+
+    def after_event(self) -> None:
+        self._maybe_mine()
+
+    def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
+        if raw is not None:  # valid, so its body decodes; no signature to check again
+            self.pool.mark_included(state.hash, codec.decode(raw)[3]["updates"])
+
+    def on_new_tip(self) -> None:
+        self._stop_mining()
+        self.pool.keep_only(self.store.tip.hash)
+        self._round_started = None
+        super().on_new_tip()
+        self._publish_head()
+
+    def on_close(self) -> None:
+        self._stop_mining()
+
+    # --- updates ---
+    def on_update(self, msg: Incoming) -> None:
+        """From a device: admit, tell the device if refused, forward to every other miner if admitted."""
+        device_id = sender(msg.topic)
+        update = self._admit(msg.payload, source=device_id, notify=device_id)
+        if update is None:
+            return
+        for peer in self.peers:  # cross-verification: every other miner admits it again
+            sealed = envelope.seal(peer.box_pk, update.envelope.raw)
+            self.publish(self.topics.gossip(peer.node_id, self.me), sealed)
+
+    def on_gossip(self, msg: Incoming) -> None:
+        self._admit(msg.payload, source="miner:" + sender(msg.topic), notify=None)
+
+    def _admit(self, sealed: bytes, *, source: str, notify: str | None) -> Update | None:
+        tip = self.store.tip
+        verdict = admit(
+            sealed,
+            box_key=self.identity.box_key,
+            task=self.task,
+            tip=tip.header,
+            now_ms=now_ms(),
+            revoked=self.revoked,
+            seen=self.pool.seen,
+            devices_in_round=self.pool.devices_on(tip.hash),
+        )
+        if not verdict.admitted:
+            self.reject(verdict.error.reason, verdict.error.detail, source=source)
+            if notify and verdict.digest is not None:
+                notice = sync.make_rejection(self.identity, self.task, verdict.digest, verdict.error.reason, tip.hash)
+                self.publish(self.topics.reply(notify), notice)
+            return None
+        update = verdict.update
+        self.pool.add(update, now_ms())
+        self.count("updates_accepted")
+        if self._round_started is None:
+            self._round_started = now_ms()
+        event(log, logging.INFO, "update accepted", source=source, samples=update.samples)
+        return update
+
+    # --- mining ---
+    def _maybe_mine(self) -> None:
+        if self._mining is not None:
+            return
+        parent = self.store.tip
+        pooled = self.pool.on_base(parent.hash, self.task.chain.max_updates)
+        if not pooled:
+            self._round_started = None
+            return
+        if self._round_started is None:
+            self._round_started = now_ms()
+        if not policy.should_mine(len(pooled), self._round_started, now_ms(), self.task.rounds):
+            return
+        started = time.perf_counter()
+        template = assemble(
+            miner=self.identity.public.sign_pk, task=self.task, chain=self.store, parent=parent, updates=pooled, now_ms=now_ms()
+        )
+        self.count("aggregate_ms", round((time.perf_counter() - started) * 1000, 3))
+        stop = threading.Event()
+        self._mining = stop
+        start = int.from_bytes(os.urandom(4), "big") << 16  # miners search different nonce ranges
+        event(log, logging.INFO, "mining", height=template.header.height, updates=len(pooled))
+        self.background(
+            "nonce-search",
+            lambda: search_nonce(template.header, stop=stop, start=start),
+            lambda header: self._on_mined(header, template, stop),
+        )
+
+    def _stop_mining(self) -> None:
+        if self._mining is not None:
+            self._mining.set()
+            self._mining = None
+
+    def _on_mined(self, header: Header | None, template: Template, stop: threading.Event) -> None:
+        if stop.is_set():
+            return  # a better tip stopped this search (and a new one may be running)
+        self._mining = None
+        if header is None or header.prev_hash != self.store.tip.hash:
+            return
+        raw = seal(self.identity, header, template)
+        self.count("blocks_mined")
+        self.accept_block(raw, self.me)
+        self.publish(self.topics.block(self.me), raw)
+
+    # --- chain ---
+    def _publish_head(self) -> None:
+        self.publish(self.topics.head(self.me), self.store.tip.header.encode(), retain=True)
+
+    def on_sync_request(self, msg: Incoming) -> None:
+        request = sync.parse_request(msg.payload, self.task)
+        if not msg.response_topic or not msg.response_topic.startswith(self.topics.reply("")):
+            return
+        best = self.store.best_chain()
+        hashes = [h.hash for h in best]
+        if sync.wants_snapshot(request, hashes) and not self.task.privacy.encrypted:
+            # a late joiner: headers and the tip's model, not every block
+            model = encode_model(self.store.tip.model, self.task.chain.frac_bits)
+            response = sync.make_response(self.identity, self.task, [], ([h.encode() for h in best[1:]], model))
+            self.publish(msg.response_topic, response, correlation=msg.correlation)
+            return
+        blocks, size = [], 0
+        for h in sync.blocks_after(hashes, request):
+            raw = self.store.raw_block(h)
+            size += len(raw)
+            if blocks and size > self.task.chain.max_block_bytes:
+                break
+            blocks.append(raw)
+        response = sync.make_response(self.identity, self.task, blocks)
+        self.publish(msg.response_topic, response, correlation=msg.correlation)
+
+    def on_revocations(self, msg: Incoming) -> None:
+        self.revoked = parse_revocations(msg.payload, self.task)

@@ -1,0 +1,70 @@
+"""The miner's pool: verified updates waiting for a block, and the digests of updates already in one.
+
+Stored in the miner's chain database (tables `pool` and `included`), so a restart keeps both.
+The parsed, verified `Update` of each pooled entry stays in memory, so mining and validating
+blocks that carry pooled updates never check their signatures again; after a restart the pool
+is parsed (and so verified) once when first read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from edge_sdk.chain.database import Database
+from edge_sdk.protocol.block import Update
+from edge_sdk.protocol.task import Task
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pool (
+    digest BLOB PRIMARY KEY, base BLOB NOT NULL, device BLOB NOT NULL, raw BLOB NOT NULL, received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS included (digest BLOB NOT NULL, block BLOB NOT NULL, PRIMARY KEY (digest, block));
+"""
+
+
+class Pool:
+    def __init__(self, db: Database, task: Task):
+        self.db = db
+        self.task = task
+        self.db.script(SCHEMA)
+        self.parsed: dict[bytes, Update] = {}  # digest -> verified update, for every pooled row read or added
+
+    def seen(self, digest: bytes) -> bool:
+        """Pooled now, or recorded in a block this miner accepted."""
+        return bool(
+            self.db.one("SELECT 1 FROM pool WHERE digest = ?", (digest,))
+            or self.db.one("SELECT 1 FROM included WHERE digest = ?", (digest,))
+        )
+
+    def devices_on(self, base: bytes) -> set[bytes]:
+        return {row[0] for row in self.db.execute("SELECT device FROM pool WHERE base = ?", (base,))}
+
+    def add(self, update: Update, received_ms: int) -> None:
+        row = (update.digest, update.base, update.device, update.envelope.raw, received_ms)
+        with self.db.transaction():
+            self.db.execute("INSERT INTO pool VALUES (?, ?, ?, ?, ?)", row)
+        self.parsed[update.digest] = update
+
+    def on_base(self, base: bytes, limit: int) -> list[Update]:
+        """Pooled updates on `base`, oldest first (ties by digest), at most `limit`."""
+        rows = self.db.execute(
+            "SELECT digest, raw FROM pool WHERE base = ? ORDER BY received_ms, digest LIMIT ?", (base, limit)
+        ).fetchall()
+        updates = []
+        for digest, raw in rows:
+            if digest not in self.parsed:  # pooled before a restart: verified again, once
+                self.parsed[digest] = Update.parse(raw, self.task)
+            updates.append(self.parsed[digest])
+        return updates
+
+    def mark_included(self, block_hash: bytes, update_bytes: Iterable[bytes]) -> None:
+        rows = [(hashlib.sha256(u).digest(), block_hash) for u in update_bytes]
+        with self.db.transaction():
+            self.db.executemany("INSERT OR IGNORE INTO included VALUES (?, ?)", rows)
+
+    def keep_only(self, base: bytes) -> None:
+        """A new tip: updates on any other base can no longer go into a block."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM pool WHERE base != ?", (base,))
+        self.parsed = {d: u for d, u in self.parsed.items() if u.base == base}

@@ -1,0 +1,1 @@
+"""Task administration: create a task, enrol nodes, render broker credentials, publish retained messages."""

@@ -1,0 +1,222 @@
+"""Creating a task and enrolling nodes: what `blockfl coordinator init / enroll / revoke` do.
+
+A task directory (`TaskDir` knows its files) holds:
+    coordinator/      the coordinator's identity, broker password, Paillier key (private files 0600)
+    model/            the model package (see docs/training.md)
+    genesis.block     the genesis block, which carries the task manifest
+    registry.json     enrolled nodes and their broker password hashes (0600)
+    broker/           passwd and acl rendered for Mosquitto
+    revocations.bin   the signed revocation list, once a device is revoked
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from phe import paillier
+
+from coordinator.models.compiler import Optimizer
+from coordinator.models.package_writer import build_package
+from coordinator.models.zoo import build_forward
+from coordinator.task.registry import Registry
+from edge_sdk.chain.rules import validate_genesis
+from edge_sdk.clock import now_ms
+from edge_sdk.files import write_private
+from edge_sdk.node.bundle import write_bundle
+from edge_sdk.privacy.sealed_key import seal_private_key
+from edge_sdk.protocol.block import make_genesis
+from edge_sdk.protocol.cert import issue_certificate
+from edge_sdk.protocol.fixedpoint import to_fixed
+from edge_sdk.protocol.identity import Identity, PublicIdentity
+from edge_sdk.protocol.packing import Packing
+from edge_sdk.protocol.revocations import make_revocations
+from edge_sdk.protocol.task import (
+    PRIVACY_MODES,
+    ChainParams,
+    MinerInfo,
+    Privacy,
+    RewardRules,
+    RoundRules,
+    Task,
+    TrainingParams,
+)
+from edge_sdk.protocol.work import target_for_hashes
+from edge_sdk.training.package import PACKAGE_FILES
+from edge_sdk.transport.mqtt import BrokerConfig
+
+DAY_MS = 86_400_000
+
+
+class TaskDir:
+    """The files of a task directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.coordinator = self.path / "coordinator"
+        self.model = self.path / "model"
+        self.genesis = self.path / "genesis.block"
+        self.broker = self.path / "broker"
+        self.revocations = self.path / "revocations.bin"
+        self.broker_password = self.coordinator / "broker-password"
+        self.paillier_key = self.coordinator / "paillier.key"
+
+    def load(self) -> tuple[Task, Identity, bytes]:
+        """The task, the coordinator's identity and the genesis block."""
+        genesis = self.genesis.read_bytes()
+        _, task = validate_genesis(genesis)
+        return task, Identity.load(self.coordinator), genesis
+
+    def registry(self, task: Task) -> Registry:
+        return Registry(self.path, task.id)
+
+    def save_registry(self, registry: Registry) -> None:
+        """Keep the registry and re-render the broker's passwd and acl (reload the broker afterwards)."""
+        registry.save()
+        registry.render(self.broker)
+
+
+def init_task(
+    task_dir: str | Path,
+    *,
+    miners: list[PublicIdentity],
+    name: str = "task",
+    model: str = "mlp:64-32-10",
+    loss: str = "cross-entropy",
+    optimizer: str = "sgd",
+    seed: int = 0,
+    training: TrainingParams = TrainingParams(),
+    rounds: RoundRules = RoundRules(),
+    rewards: RewardRules = RewardRules(),
+    target_interval_ms: int = 10_000,
+    initial_hashes: int = 20_000,
+    retarget_window: int = 4,
+    privacy: str = "plain",
+    dp_clip: float = 1.0,
+    dp_noise: float = 0.0,
+    paillier_bits: int = 2048,
+    paillier_precision: int = 16,
+    paillier_clip_exp: int = 0,
+    max_quota: int = 4096,
+) -> Task:
+    d = TaskDir(task_dir)
+    if d.genesis.exists():
+        raise FileExistsError(f"{d.path} already holds a task")
+    if not miners:
+        raise ValueError("a task needs at least one miner")
+    if privacy not in PRIVACY_MODES:
+        raise ValueError(f"privacy {privacy!r}: expected one of {', '.join(PRIVACY_MODES)}")
+    d.path.mkdir(parents=True, exist_ok=True)
+    coordinator = Identity.generate()
+    coordinator.save(d.coordinator)
+    forward, params = build_forward(model, seed=seed)
+    build_package(d.model, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=model)
+    files = {f: hashlib.sha256((d.model / f).read_bytes()).digest() for f in PACKAGE_FILES}
+    packing = None
+    if privacy in ("paillier", "paillier+dp"):
+        public, private = paillier.generate_paillier_keypair(n_length=paillier_bits)
+        packing = Packing(public.n, paillier_precision, paillier_clip_exp, max_quota, max_updates=64)
+        packing.check()
+        write_private(d.paillier_key, json.dumps({"p": str(private.p), "q": str(private.q)}))
+    chain = ChainParams(
+        initial_target=target_for_hashes(initial_hashes),
+        pow_limit=target_for_hashes(max(1, initial_hashes // 64)),
+        target_interval_ms=target_interval_ms,
+        retarget_window=retarget_window,
+        max_updates=packing.max_updates if packing else ChainParams.max_updates,
+    )
+    task = Task(
+        name,
+        coordinator.public.sign_pk,
+        chain,
+        to_fixed(params, chain.frac_bits),
+        now_ms(),
+        miners=tuple(MinerInfo(m.sign_pk, m.box_pk) for m in miners),
+        training=training,
+        rounds=rounds,
+        rewards=rewards,
+        model_files=files,
+        privacy=Privacy(privacy, dp_clip, dp_noise, packing),
+    )
+    d.genesis.write_bytes(make_genesis(coordinator, task))
+    registry = d.registry(task)
+    _, password = registry.add("coordinator", coordinator.public.sign_pk)
+    write_private(d.broker_password, password + "\n")
+    d.save_registry(registry)
+    return task
+
+
+def coordinator_broker(task_dir: str | Path, url: str, ca_file: str | None = None) -> BrokerConfig:
+    """The coordinator's own broker settings (it publishes genesis and revocations)."""
+    d = TaskDir(task_dir)
+    username = Identity.load(d.coordinator).public.node_id
+    return BrokerConfig(url, username, d.broker_password.read_text().strip(), ca_file)
+
+
+def enroll_miner(task_dir: str | Path, miner: PublicIdentity, *, broker_url: str, out: str | Path) -> Path:
+    """Broker credentials for a miner of the task's miner set: a bundle of genesis and broker settings."""
+    d = TaskDir(task_dir)
+    task, _, genesis = d.load()
+    if task.miner(miner.sign_pk) is None:
+        raise ValueError("this miner is not in the task's miner set (it is fixed at genesis)")
+    registry = d.registry(task)
+    username, password = registry.add("miner", miner.sign_pk)
+    d.save_registry(registry)
+    return write_bundle(out, genesis=genesis, broker=BrokerConfig(broker_url, username, password))
+
+
+def enroll_device(
+    task_dir: str | Path,
+    device: PublicIdentity,
+    *,
+    broker_url: str,
+    out: str | Path,
+    quota: int = 100_000,
+    days: float = 365,
+    name: str = "",
+) -> Path:
+    """A device bundle (see edge_sdk/node/bundle.py): genesis, certificate, model, broker settings."""
+    d = TaskDir(task_dir)
+    task, coordinator, genesis = d.load()
+    packing = task.privacy.packing
+    if task.privacy.encrypted and quota > packing.max_quota:
+        raise ValueError(f"quota {quota} exceeds the task's Paillier max_quota {packing.max_quota} (its sums could overflow)")
+    registry = d.registry(task)
+    username, password = registry.add("device", device.sign_pk, name=name, quota=quota)
+    expires = now_ms() + int(days * DAY_MS)
+    cert = issue_certificate(coordinator, task, device, quota=quota, expires_ms=expires, name=name)
+    d.save_registry(registry)
+    sealed_key = None
+    if task.privacy.encrypted:  # the private key, sealed so only this device can read it
+        sealed_key = seal_private_key(paillier_private_key(task_dir, task), device.box_pk)
+    broker = BrokerConfig(broker_url, username, password)
+    return write_bundle(out, genesis=genesis, broker=broker, cert=cert, model_dir=d.model, sealed_key=sealed_key)
+
+
+def paillier_private_key(task_dir: str | Path, task: Task):
+    """The task's Paillier private key (kept by the coordinator to enrol devices; never given to miners)."""
+    key = json.loads(TaskDir(task_dir).paillier_key.read_text())
+    return paillier.PaillierPrivateKey(paillier.PaillierPublicKey(task.privacy.packing.n), int(key["p"]), int(key["q"]))
+
+
+def add_observer(task_dir: str | Path) -> tuple[str, str]:
+    """Read-only broker credentials (the emulator's progress display, monitoring)."""
+    d = TaskDir(task_dir)
+    task, _, _ = d.load()
+    registry = d.registry(task)
+    username, password = registry.add("observer", b"\0" * 32)
+    d.save_registry(registry)
+    return username, password
+
+
+def revoke_device(task_dir: str | Path, device_id: str) -> bytes:
+    """Drop the device's broker access and sign the new revocation list (publish it retained)."""
+    d = TaskDir(task_dir)
+    task, coordinator, _ = d.load()
+    registry = d.registry(task)
+    registry.revoke(device_id)
+    d.save_registry(registry)
+    notice = make_revocations(coordinator, task, registry.revoked_keys(), now_ms())
+    d.revocations.write_bytes(notice)
+    return notice

@@ -1,0 +1,1 @@
+"""Chain tools: re-verify a stored chain, build a synthetic one."""

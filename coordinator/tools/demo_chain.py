@@ -1,0 +1,64 @@
+"""A synthetic chain: real keys, signatures, proof-of-work and SQLite, random deltas.
+
+Used to try the chain tools before a federation exists, and by the crash tests as a real
+writer process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from coordinator.miner.assembly import build_block
+from edge_sdk.chain.store import ChainStore
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol.block import make_genesis, make_update
+from edge_sdk.protocol.cert import issue_certificate
+from edge_sdk.protocol.fixedpoint import to_fixed
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import ChainParams, MinerInfo, Task
+from edge_sdk.protocol.work import target_for_hashes
+
+
+def demo_task(coordinator: Identity, miner: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50) -> Task:
+    chain = ChainParams(
+        pow_limit=target_for_hashes(16),
+        initial_target=target_for_hashes(1024),
+        target_interval_ms=interval_ms,
+        retarget_window=4,
+    )
+    initial = {"W": np.zeros((features, classes), np.float32), "b": np.zeros((classes,), np.float32)}
+    return Task("demo", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 1000,
+                miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
+
+
+def build_demo_chain(
+    db_path, *, blocks: int, devices: int = 4, seed: int = 0, on_block: Callable[[int, bytes], None] = lambda h, b: None
+) -> ChainStore:
+    """Start (or extend) a demo chain in db_path with `blocks` more blocks."""
+    coordinator = Identity.from_seed(b"demo-coordinator-%d" % seed)
+    miner = Identity.from_seed(b"demo-miner-%d" % seed)
+    members = [Identity.from_seed(b"demo-device-%d-%d" % (seed, i)) for i in range(devices)]
+    try:
+        store = ChainStore(db_path)
+    except ValueError:
+        store = ChainStore(db_path, make_genesis(coordinator, demo_task(coordinator, miner)))
+    task = store.task
+    certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=now_ms() + 86_400_000) for d in members]
+    rng = np.random.default_rng(seed + store.tip.header.height)
+    for _ in range(blocks):
+        tip = store.tip
+        updates = [
+            make_update(
+                device, task, cert, tip.hash, int(rng.integers(50, 500)),
+                {name: (rng.standard_normal(shape) * 0.01).astype(np.float32) for name, shape in task.shapes.items()},
+                now_ms(),
+            )
+            for device, cert in zip(members, certs)
+        ]
+        raw = build_block(identity=miner, task=task, chain=store, parent=tip, updates=updates, now_ms=now_ms())
+        state, _ = store.add(raw)
+        on_block(state.header.height, state.hash)
+        time.sleep(0)  # let a killer signal land between commits too
+    return store

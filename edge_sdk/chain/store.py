@@ -1,0 +1,214 @@
+"""SQLite chain store: every valid block with its cumulative work and resulting model, and the tip.
+
+WAL with synchronous=FULL: a block is durable once `add` returns, and a kill -9 at any moment
+leaves the last committed state. A block and a tip change are one transaction, so a reorg
+switches the tip atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_sdk.chain.database import Database
+from edge_sdk.chain.rules import check_header, validate_block, validate_genesis
+from edge_sdk.chain.view import BlockState, HeaderWalk, is_better
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol import codec
+from edge_sdk.protocol.block import Header, Update
+from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.fixedpoint import decode_model, encode_model, model_hash
+from edge_sdk.protocol.work import work
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    hash BLOB PRIMARY KEY,
+    prev BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    cumwork BLOB NOT NULL,      -- 32-byte big-endian, so BLOB order is numeric order
+    header BLOB NOT NULL,
+    raw BLOB NOT NULL,          -- the block envelope exactly as received (empty below a snapshot)
+    raw_digest BLOB NOT NULL,   -- SHA-256 of raw: finds a block seen before without validating it again
+    model BLOB NOT NULL,        -- canonical CBOR of the global model after this block (empty if unknown)
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blocks_by_height ON blocks(height);
+CREATE INDEX IF NOT EXISTS blocks_by_raw ON blocks(raw_digest);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+_CACHE_SIZE = 64
+
+
+class ChainStore(HeaderWalk):
+    """A node's chain on disk. A ChainView, so blocks validate against it."""
+
+    def __init__(self, path: str | Path | Database, genesis_raw: bytes | None = None, decryptor=None):
+        """`decryptor`: a device's Paillier key, so encrypted blocks yield models (miners have none)."""
+        self.db = path if isinstance(path, Database) else Database(path)
+        self.path = self.db.path
+        self.decryptor = decryptor
+        self.db.script(SCHEMA)
+        self._cache: dict[bytes, BlockState] = {}
+        stored = self._meta("genesis")
+        if stored is None:
+            if genesis_raw is None:
+                raise ValueError(f"{self.path} holds no chain; give a genesis block to start one")
+            state, self.task = validate_genesis(genesis_raw)
+            with self.db.transaction():
+                self._insert(state, genesis_raw)
+                self.db.execute("INSERT INTO meta VALUES ('genesis', ?), ('tip', ?)", (state.hash, state.hash))
+            stored = state.hash
+        else:
+            _, self.task = validate_genesis(self.raw_block(stored))
+            if genesis_raw is not None and validate_genesis(genesis_raw)[0].hash != stored:
+                raise ValueError(f"{self.path} holds the chain of another genesis")
+        self.genesis_hash = stored
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _meta(self, key: str) -> bytes | None:
+        row = self.db.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    def _insert(self, state: BlockState, raw: bytes) -> None:
+        header = state.header
+        model = b"" if state.model is None else codec.encode(encode_model(state.model, self.task.chain.frac_bits))
+        row = (
+            header.hash,
+            header.prev_hash,
+            header.height,
+            state.cumwork.to_bytes(32, "big"),
+            header.encode(),
+            raw,
+            hashlib.sha256(raw or header.hash).digest(),
+            model,
+            now_ms(),
+        )
+        self.db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def _set_tip_if_better(self, state: BlockState) -> bool:
+        if not is_better(state, self.get(self._meta("tip"))):
+            return False
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (state.hash,))
+        return True
+
+    # ChainView
+    def get(self, block_hash: bytes) -> BlockState | None:
+        state = self._cache.get(block_hash)
+        if state is not None:
+            return state
+        row = self.db.one("SELECT header, cumwork, model FROM blocks WHERE hash = ?", (block_hash,))
+        if row is None:
+            return None
+        model = decode_model(codec.decode(row[2]))[0] if row[2] else None
+        state = BlockState(Header.decode(row[0]), int.from_bytes(row[1], "big"), model)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[block_hash] = state
+        return state
+
+    def header(self, block_hash: bytes) -> Header | None:
+        state = self._cache.get(block_hash)
+        if state is not None:
+            return state.header
+        row = self.db.one("SELECT header FROM blocks WHERE hash = ?", (block_hash,))
+        return Header.decode(row[0]) if row else None
+
+    # node operations
+    @property
+    def tip(self) -> BlockState:
+        return self.get(self._meta("tip"))
+
+    def has(self, block_hash: bytes) -> bool:
+        return self.db.one("SELECT 1 FROM blocks WHERE hash = ?", (block_hash,)) is not None
+
+    def add(
+        self, raw: bytes, now: int | None = None, *, known_updates: Mapping[bytes, Update] | None = None
+    ) -> tuple[BlockState, bool]:
+        """Validate and store a block. Returns (state, tip_changed). Raises ProtocolError if invalid."""
+        row = self.db.one("SELECT hash FROM blocks WHERE raw_digest = ?", (hashlib.sha256(raw).digest(),))
+        if row is not None:
+            return self.get(row[0]), False
+        now = now_ms() if now is None else now
+        _, _, state = validate_block(
+            raw, task=self.task, chain=self, now_ms=now, decryptor=self.decryptor, known_updates=known_updates
+        )
+        if self.has(state.hash):
+            return self.get(state.hash), False
+        with self.db.transaction():
+            self._insert(state, raw)
+            better = self._set_tip_if_better(state)
+        self._cache[state.hash] = state
+        return state, better
+
+    def add_checkpoint(self, headers: list[Header], model, now: int | None = None) -> BlockState:
+        """Adopt a snapshot: headers that extend a block this store has, each checked as a header
+        (link, height, retarget, proof-of-work, miner set, time), and the global model after the
+        last one, checked against that header's model hash. Blocks below the checkpoint keep only
+        their headers. Atomic: a bad header or model changes nothing."""
+        if not headers:
+            raise ProtocolError(Reason.BAD_BODY, "a snapshot needs at least one header")
+        parent = self.get(headers[0].prev_hash)
+        if parent is None:
+            raise ProtocolError(Reason.UNKNOWN_PARENT, "the snapshot does not extend a known block")
+        if model_hash(model, self.task.chain.frac_bits) != headers[-1].model_hash:
+            raise ProtocolError(Reason.BAD_MODEL_HASH, "the snapshot's model is not the one its header commits to")
+        now = now_ms() if now is None else now
+        with self.db.transaction():
+            cumwork, previous = parent.cumwork, parent.header
+            for i, header in enumerate(headers):
+                check_header(header, previous, self.task, self, now)
+                cumwork += work(header.target)
+                state = BlockState(header, cumwork, model if i == len(headers) - 1 else None)
+                if not self.has(header.hash):
+                    self._insert(state, b"")
+                previous = header
+            self._set_tip_if_better(state)
+        self._cache.clear()
+        return self.get(headers[-1].hash)
+
+    def raw_block(self, block_hash: bytes) -> bytes | None:
+        row = self.db.one("SELECT raw FROM blocks WHERE hash = ?", (block_hash,))
+        return row[0] if row else None
+
+    def best_chain(self) -> list[Header]:
+        """Headers from genesis to the tip."""
+        return self.branch(self._meta("tip"))
+
+    def count(self) -> int:
+        return self.db.one("SELECT count(*) FROM blocks")[0]
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    """A row as stored, trusting nothing: what `chain verify` replays."""
+
+    hash: bytes
+    height: int
+    raw: bytes
+    cumwork: bytes
+    model: bytes
+
+
+class StoredChain:
+    """Read-only access to a chain database: its meta entries and every block in height order."""
+
+    def __init__(self, path: str | Path):
+        self.db = Database(path, readonly=True)
+
+    def __enter__(self) -> StoredChain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+    def meta(self) -> dict[str, bytes]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def blocks(self) -> Iterator[StoredBlock]:
+        rows = self.db.execute("SELECT hash, height, raw, cumwork, model FROM blocks ORDER BY height, hash")
+        for row in rows:
+            yield StoredBlock(*row)

@@ -1,0 +1,72 @@
+"""The enrolment bundle: what the coordinator gives a node, and the only module that knows its files.
+
+A device's bundle holds genesis.block, cert.bin, model/ (the model package), broker.json (0600)
+and, in Paillier modes, paillier.key.sealed; a miner's holds genesis.block and broker.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from edge_sdk.chain.rules import validate_genesis
+from edge_sdk.protocol.cert import Certificate
+from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
+from edge_sdk.training.package import ModelPackage
+from edge_sdk.transport.mqtt import BrokerConfig
+
+GENESIS_FILE = "genesis.block"
+CERT_FILE = "cert.bin"
+MODEL_DIR = "model"
+BROKER_FILE = "broker.json"
+SEALED_KEY_FILE = "paillier.key.sealed"
+
+
+def write_bundle(
+    out: str | Path,
+    *,
+    genesis: bytes,
+    broker: BrokerConfig,
+    cert: bytes | None = None,
+    model_dir: str | Path | None = None,
+    sealed_key: bytes | None = None,
+) -> Path:
+    """Write a bundle; a miner's has only genesis and broker settings."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / GENESIS_FILE).write_bytes(genesis)
+    broker.save(out / BROKER_FILE)
+    if cert is not None:
+        (out / CERT_FILE).write_bytes(cert)
+    if model_dir is not None:
+        shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
+    if sealed_key is not None:
+        (out / SEALED_KEY_FILE).write_bytes(sealed_key)
+    return out
+
+
+class Bundle:
+    """A device's bundle, checked: genesis, a certificate of this task, the committed model package."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.genesis = (self.directory / GENESIS_FILE).read_bytes()
+        _, self.task = validate_genesis(self.genesis)
+        self.cert_raw = (self.directory / CERT_FILE).read_bytes()
+        self.cert = Certificate.parse(self.cert_raw, self.task)
+        self.package = ModelPackage.load(self.directory / MODEL_DIR)
+        self.broker = BrokerConfig.load(self.directory / BROKER_FILE)
+        self._check_package()
+
+    def sealed_key(self) -> bytes:
+        return (self.directory / SEALED_KEY_FILE).read_bytes()
+
+    def _check_package(self) -> None:
+        for name, digest in self.task.model_files.items():
+            if hashlib.sha256((self.package.directory / name).read_bytes()).digest() != digest:
+                raise ValueError(f"model package file {name} differs from the one the task commits to")
+        frac = self.task.chain.frac_bits
+        initial = to_fixed(self.package.initial_params(), frac)
+        if model_hash(initial, frac) != model_hash(self.task.initial_model, frac):
+            raise ValueError("the model package's initial parameters are not the genesis model")

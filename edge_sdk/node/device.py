@@ -1,0 +1,239 @@
+"""A device node: follow the best chain, verify every global model, train, publish updates.
+
+Each new best block: the device validates it (its model hash included), trains the new global
+model on local data with ONNX Runtime, and publishes the delta signed and sealed to its miner.
+Blocks it missed (offline, late, or a reorg) it fetches with sync requests. A stale update (a
+better block came first) is dropped and the device trains again on the new tip. Its chain and
+its unacknowledged update live on disk, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.chain.store import ChainStore
+from edge_sdk.chain.view import BlockState
+from edge_sdk.clock import now_ms
+from edge_sdk.files import write_atomic
+from edge_sdk.node.bundle import Bundle
+from edge_sdk.node.logs import event
+from edge_sdk.node.runtime import Node
+from edge_sdk.node.status import ModelHashLog, device_status_path
+from edge_sdk.privacy.dp import clip_and_noise
+from edge_sdk.privacy.paillier import Decryptor, MaskPool, encrypt_update
+from edge_sdk.privacy.sealed_key import open_private_key
+from edge_sdk.protocol import codec, envelope, sync
+from edge_sdk.protocol.block import make_update
+from edge_sdk.protocol.errors import Reason
+from edge_sdk.protocol.fixedpoint import model_hash, to_float
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.training.trainers import make_trainer
+from edge_sdk.transport.mqtt import Acked, Incoming, MessageTooLarge
+from edge_sdk.transport.topics import ANY, Topics, sender
+
+log = logging.getLogger("blockfl.device")
+CHAIN_FILE = "chain.db"
+OUTBOX_FILE = "outbox.bin"  # the update awaiting the broker's acknowledgement
+
+
+@dataclass(frozen=True)
+class Trained:
+    base: bytes
+    update: bytes
+    train_seconds: float
+    crypto_seconds: float
+
+
+class Device(Node):
+    role = "device"
+    adopts_snapshots = True
+
+    def __init__(
+        self,
+        *,
+        bundle: Bundle,
+        identity: Identity,
+        data: tuple[np.ndarray, np.ndarray],
+        state_dir: str | Path,
+        backend: str = "auto",
+        preferred_miner: int = 0,
+    ):
+        task = bundle.task
+        if bundle.cert.device != identity.public.sign_pk:
+            raise ValueError("the certificate in the bundle is for another device")
+        self.x, self.y = data
+        if len(self.x) > bundle.cert.quota:
+            raise ValueError(f"{len(self.x)} samples exceed the certificate's quota of {bundle.cert.quota}")
+        self.bundle = bundle
+        self.state = Path(state_dir)
+        self.state.mkdir(parents=True, exist_ok=True)
+        privacy = task.privacy
+        self.masks = decryptor = None
+        if privacy.encrypted:  # the key comes sealed to this device; encryption masks are made while idle
+            key = open_private_key(bundle.sealed_key(), identity.box_key, privacy.packing.n)
+            decryptor = Decryptor(key, privacy.packing)
+            values = sum(v.size for v in task.initial_model.values())
+            self.masks = MaskPool(privacy.packing.n, 2 * privacy.packing.ciphertext_count(values))
+        store = ChainStore(self.state / CHAIN_FILE, bundle.genesis, decryptor=decryptor)
+        self.trainer = make_trainer(bundle.package, backend)
+        miners = list(task.miners)
+        k = preferred_miner % len(miners)
+        self.miners = miners[k:] + miners[:k]
+        self.online = {m.node_id: True for m in self.miners}
+        self.miner = self.miners[0]
+        self.hashes = ModelHashLog(self.state)
+        self.training = False
+        self.trained_for: bytes | None = None
+        self.pending: tuple[int, bytes] | None = None  # (mid, update) awaiting PUBACK
+        self.rejected_by_miners: dict[str, int] = {}
+        super().__init__(
+            identity=identity,
+            store=store,
+            broker=bundle.broker,
+            handlers={"presence": self.on_presence},
+            subscriptions=[Topics(task.id).presence(ANY)],
+            status_path=device_status_path(self.state),
+        )
+
+    # --- runtime hooks ---
+    def on_connected(self) -> None:
+        self.request_sync()
+        self._resend_outbox()
+        self.mark_dirty()
+
+    def sync_targets(self, hint: str | None) -> list[str]:
+        return [hint if hint in self.online else self.miner.node_id]
+
+    def wants_snapshot(self) -> bool:
+        return self.store.tip.header.height == 0  # a late joiner asks for a snapshot rather than every block
+
+    def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
+        """Record the model hash this device computed for the block, for cross-device checks."""
+        self.hashes.append(state.header.height, state.hash, model_hash(state.model, self.task.chain.frac_bits))
+
+    def on_rejection(self, notice: sync.Rejection) -> None:
+        self.rejected_by_miners[notice.reason] = self.rejected_by_miners.get(notice.reason, 0) + 1
+        self.mark_dirty()
+        event(log, logging.WARNING, "update rejected", reason=notice.reason[:40])
+        if notice.reason == Reason.STALE_BASE.value and notice.tip != self.store.tip.hash:
+            self.request_sync(self.miner.node_id)  # the miner knows a newer tip: catch up, then retrain
+
+    def after_event(self) -> None:
+        self._maybe_train()
+
+    def status_details(self) -> dict:
+        return {"miner": self.miner.node_id, "rejected_by_miners": dict(self.rejected_by_miners)}
+
+    def on_close(self) -> None:
+        if self.masks is not None:
+            self.masks.close()
+
+    # --- miners coming and going ---
+    def on_presence(self, msg: Incoming) -> None:
+        node = sender(msg.topic)
+        if node not in self.online:
+            return
+        self.online[node] = msg.payload == b"online"
+        if node == self.miner.node_id and not self.online[node]:
+            self._fail_over()
+
+    def _fail_over(self) -> None:
+        alive = [m for m in self.miners if self.online.get(m.node_id)]
+        if not alive:
+            return
+        self.miner = alive[0]
+        self.mark_dirty()
+        event(log, logging.WARNING, "miner offline; switched", miner=self.miner.node_id)
+        if self.pending:
+            self._send(self.pending[1])
+
+    # --- training and updates ---
+    def _maybe_train(self) -> None:
+        tip = self.store.tip
+        if self.training or tip.hash == self.trained_for:
+            return
+        base, params, height = tip.hash, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
+        self.trained_for = base
+        self.training = True
+        event(log, logging.INFO, "training", height=height)
+        self.background("train", lambda: self._train(base, params, height), self._on_trained)
+
+    def _train(self, base: bytes, params: dict, height: int) -> Trained:
+        """Runs in a worker thread: reads the node's settings, changes no node state."""
+        started = time.perf_counter()
+        training = self.task.training
+        # the shuffle depends on who trains and for which round, so runs repeat and siblings agree
+        seed_bytes = hashlib.sha256(self.identity.public.sign_pk + height.to_bytes(8, "big")).digest()[:4]
+        result = self.trainer.fit(
+            params,
+            self.x,
+            self.y,
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            learning_rate=training.learning_rate,
+            seed=int.from_bytes(seed_bytes, "big"),
+        )
+        delta = {p: result.params[p] - params[p] for p in params}
+        privacy = self.task.privacy
+        if privacy.dp:
+            delta = clip_and_noise(delta, privacy.dp_clip, privacy.dp_noise)
+        train_seconds, crypto_seconds = time.perf_counter() - started, 0.0
+        cert, samples = self.bundle.cert_raw, len(self.x)
+        if privacy.encrypted:
+            started = time.perf_counter()
+            ciphertexts = encrypt_update(delta, samples, self.task.shapes, privacy.packing, self.masks)
+            crypto_seconds = time.perf_counter() - started
+            update = make_update(self.identity, self.task, cert, base, samples, None, now_ms(), ciphertexts=ciphertexts)
+        else:
+            top = np.nextafter(np.float32(2.0**self.task.chain.delta_bits), np.float32(0))
+            delta = {p: np.clip(v, -top, top).astype(np.float32) for p, v in delta.items()}
+            update = make_update(self.identity, self.task, cert, base, samples, delta, now_ms())
+        return Trained(base, update, train_seconds, crypto_seconds)
+
+    def _on_trained(self, done: Trained | None) -> None:
+        self.training = False
+        if done is None:
+            return  # training failed (logged); the next tip trains again
+        self.count("train_seconds", done.train_seconds)
+        self.count("crypto_seconds", done.crypto_seconds)
+        if done.base != self.store.tip.hash:
+            self.count("retrains")  # a better block arrived while training: train on it instead
+            return
+        write_atomic(self.state / OUTBOX_FILE, done.update)
+        self._send(done.update)
+
+    def _send(self, update: bytes) -> None:
+        sealed = envelope.seal(self.miner.box_pk, update)
+        try:
+            mid = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
+        except MessageTooLarge as exc:
+            event(log, logging.ERROR, "update too large", detail=str(exc))
+            return
+        self.pending = (mid, update)
+        self.count("updates_sent")
+
+    def _resend_outbox(self) -> None:
+        path = self.state / OUTBOX_FILE
+        if not path.exists() or self.pending:
+            return
+        update = path.read_bytes()
+        body = codec.decode(update)[3]
+        if body.get("base") == self.store.tip.hash:
+            self._send(update)
+            self.trained_for = self.store.tip.hash
+        else:
+            path.unlink()
+
+    def on_ack(self, ack: Acked) -> None:
+        if self.pending and ack.mid == self.pending[0]:
+            if ack.reason >= 0x80:
+                event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
+            self.pending = None
+            (self.state / OUTBOX_FILE).unlink(missing_ok=True)
+

@@ -1,0 +1,72 @@
+"""A node's status file and a device's model-hash log: written by the nodes, read by operators,
+tests and the emulator. This module is the only one that knows their paths and fields.
+
+status (JSON, replaced atomically):
+    {"node", "role", "tip_height", "tip", "counters": {name: number},
+     "rejections": {reason: count of messages this node refused}, "details": {...}, "written_ms"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge_sdk.files import write_atomic
+
+DEVICE_STATUS_FILE = "status.json"
+MODEL_HASHES_FILE = "model_hashes.jsonl"
+
+
+def device_status_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / DEVICE_STATUS_FILE
+
+
+def miner_status_path(db_path: str | Path) -> Path:
+    """A miner's status lives beside its chain database."""
+    return Path(str(db_path) + ".status.json")
+
+
+@dataclass
+class Status:
+    node: str
+    role: str
+    tip_height: int
+    tip: str
+    counters: dict = field(default_factory=dict)
+    rejections: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    written_ms: int = 0
+
+    def write(self, path: str | Path) -> None:
+        write_atomic(path, json.dumps(asdict(self)), durable=False)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Status | None:
+        """The last status written, or None if there is none yet (or it cannot be read)."""
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+class ModelHashLog:
+    """One line per accepted block: the model hash this device computed for it (cross-device checks)."""
+
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / MODEL_HASHES_FILE
+
+    def append(self, height: int, block_hash: bytes, model_hash: bytes) -> None:
+        line = {"height": height, "block": block_hash.hex(), "model_hash": model_hash.hex()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def read(self) -> dict[str, str]:
+        """Block hash (hex) -> model hash (hex)."""
+        if not self.path.exists():
+            return {}
+        seen = {}
+        for line in self.path.read_text().splitlines():
+            entry = json.loads(line)
+            seen[entry["block"]] = entry["model_hash"]
+        return seen

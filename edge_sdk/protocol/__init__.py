@@ -1,0 +1,1 @@
+"""Wire forms and stateless rules: codec, envelopes, identities, manifest, certificates, blocks, messages."""

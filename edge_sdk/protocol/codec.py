@@ -1,0 +1,105 @@
+"""Deterministic CBOR: one byte string per value, so signatures and hashes agree everywhere.
+
+Encoding is RFC 8949 core deterministic encoding (shortest lengths, sorted map keys, no
+indefinite lengths). Decoding accepts only plain data (int, bytes, text, array, map with text
+keys, bool, null, finite float) and only input that re-encodes to the very same bytes, so there
+is exactly one accepted encoding of every value.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cbor2
+import numpy as np
+
+from edge_sdk.protocol.errors import ProtocolError, Reason
+
+MAX_DEPTH = 16
+
+# Wire dtype names -> numpy little-endian dtypes. Arrays travel as raw little-endian bytes.
+DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+MAX_NDIM = 8
+
+
+def encode(value: Any) -> bytes:
+    """Canonical bytes of a plain value."""
+    _check_plain(value, 0, encoding=True)
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(data: bytes) -> Any:
+    """Parse canonical CBOR; any other input raises ProtocolError(BAD_ENCODING)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(Reason.BAD_ENCODING, "not bytes")
+    data = bytes(data)
+    try:
+        value = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH)
+    except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
+        raise ProtocolError(Reason.BAD_ENCODING, f"not CBOR: {type(exc).__name__}") from None
+    _check_plain(value, 0, encoding=False)
+    if cbor2.dumps(value, canonical=True) != data:
+        raise ProtocolError(Reason.BAD_ENCODING, "not in canonical form")
+    return value
+
+
+def _check_plain(value: Any, depth: int, *, encoding: bool) -> None:
+    if depth > MAX_DEPTH:
+        raise _err(encoding, "nested too deeply")
+    if value is None or isinstance(value, (bool, int, bytes, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _err(encoding, "non-finite float")
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, depth + 1, encoding=encoding)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _err(encoding, "map keys must be text")
+            _check_plain(item, depth + 1, encoding=encoding)
+        return
+    raise _err(encoding, f"type {type(value).__name__} is not allowed")
+
+
+def _err(encoding: bool, detail: str) -> Exception:
+    return TypeError(detail) if encoding else ProtocolError(Reason.BAD_ENCODING, detail)
+
+
+def encode_array(array: np.ndarray) -> dict:
+    """{"dtype", "shape", "data"} with little-endian raw bytes."""
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    if dtype not in _DTYPE_NAMES:
+        raise TypeError(f"dtype {array.dtype} has no wire form")
+    return {
+        "dtype": _DTYPE_NAMES[dtype],
+        "shape": [int(d) for d in array.shape],
+        "data": np.ascontiguousarray(array, dtype=dtype).tobytes(),
+    }
+
+
+def decode_array(value: Any, *, max_elements: int = 1 << 26) -> np.ndarray:
+    """Inverse of encode_array; malformed input raises ProtocolError(BAD_BODY)."""
+    if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data"}:
+        raise ProtocolError(Reason.BAD_BODY, "array must be a map of dtype, shape, data")
+    dtype = DTYPES.get(value["dtype"]) if isinstance(value["dtype"], str) else None
+    shape = value["shape"]
+    data = value["data"]
+    if dtype is None:
+        raise ProtocolError(Reason.BAD_BODY, f"unknown dtype {value['dtype']!r}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= max_elements for d in shape)
+    ):
+        raise ProtocolError(Reason.BAD_BODY, "bad shape")
+    count = math.prod(shape)
+    if count > max_elements:
+        raise ProtocolError(Reason.TOO_LARGE, f"{count} elements")
+    if not isinstance(data, bytes) or len(data) != count * dtype.itemsize:
+        raise ProtocolError(Reason.BAD_BODY, "data length does not match dtype and shape")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)

@@ -1,0 +1,278 @@
+"""The task manifest: the rules a federation agreed on, committed to by its genesis block."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from edge_sdk.protocol import codec
+from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.fixedpoint import Model, decode_model, encode_model
+from edge_sdk.protocol.identity import node_id
+from edge_sdk.protocol.packing import Packing
+from edge_sdk.protocol.work import MAX_TARGET
+
+TASK_DOMAIN = b"BLOCKFL-EDGE/task\x00"
+MAX_UPDATES_LIMIT = 2048          # with MAX_SAMPLES below keeps sum n_k <= 2^31
+MAX_SAMPLES = 1 << 20             # per update
+FIXED_POINT_BUDGET = 30           # frac_bits + delta_bits: |q| < 2^30, so sum n_k q_k fits int64
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    pow_limit: int = MAX_TARGET >> 8          # easiest target any block may have
+    initial_target: int = MAX_TARGET >> 12    # target of the first blocks (about 4096 hashes)
+    target_interval_ms: int = 10_000          # the block interval retargeting aims at
+    retarget_window: int = 4                  # blocks per retarget
+    max_updates: int = 256                    # updates per block
+    max_update_bytes: int = 4 * 1024 * 1024   # one update envelope
+    max_block_bytes: int = 64 * 1024 * 1024   # one block envelope
+    max_skew_ms: int = 120_000                # how far a timestamp may run ahead of a clock
+    frac_bits: int = 24                       # fixed-point fractional bits of the global model
+    delta_bits: int = 6                       # every |delta| < 2^delta_bits
+
+    def to_wire(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["pow_limit"] = self.pow_limit.to_bytes(32, "big")
+        out["initial_target"] = self.initial_target.to_bytes(32, "big")
+        return out
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "ChainParams":
+        names = {f.name for f in fields(cls)}
+        if not isinstance(value, dict) or set(value) != names:
+            missing = names - set(value) if isinstance(value, dict) else names
+            extra = set(value) - names if isinstance(value, dict) else set()
+            raise ProtocolError(Reason.BAD_BODY, f"chain params: missing {sorted(missing)}, unknown {sorted(extra)}")
+        kwargs = {}
+        for name in names:
+            item = value[name]
+            if name in ("pow_limit", "initial_target"):
+                if not isinstance(item, bytes) or len(item) != 32:
+                    raise ProtocolError(Reason.BAD_BODY, f"chain params: {name} must be 32 bytes")
+                item = int.from_bytes(item, "big")
+            elif not isinstance(item, int) or isinstance(item, bool):
+                raise ProtocolError(Reason.BAD_BODY, f"chain params: {name} must be an integer")
+            kwargs[name] = item
+        params = cls(**kwargs)
+        params.check()
+        return params
+
+    def check(self) -> None:
+        """Reject rule sets that cannot work, with the reason."""
+        problems = []
+        if not 1 <= self.initial_target <= self.pow_limit <= MAX_TARGET:
+            problems.append("need 1 <= initial_target <= pow_limit < 2^256")
+        if self.target_interval_ms < 1 or self.retarget_window < 1 or self.max_skew_ms < 0:
+            problems.append("target_interval_ms and retarget_window must be >= 1, max_skew_ms >= 0")
+        if not 1 <= self.max_updates <= MAX_UPDATES_LIMIT:
+            problems.append(f"max_updates must be in [1, {MAX_UPDATES_LIMIT}]")
+        if self.max_update_bytes < 1024 or self.max_block_bytes < self.max_update_bytes:
+            problems.append("need 1024 <= max_update_bytes <= max_block_bytes")
+        if self.frac_bits < 0 or self.delta_bits < 0 or self.frac_bits + self.delta_bits > FIXED_POINT_BUDGET:
+            problems.append(f"frac_bits + delta_bits must be <= {FIXED_POINT_BUDGET}")
+        if problems:
+            raise ProtocolError(Reason.BAD_BODY, "chain params: " + "; ".join(problems))
+
+
+def _fields_from_wire(cls, value: Any, where: str, kinds: dict[str, type]) -> dict:
+    """Check a map has exactly the fields of `kinds`, each of its type; return them."""
+    if not isinstance(value, dict) or set(value) != set(kinds):
+        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise ProtocolError(Reason.BAD_BODY, f"{where}: expected fields {sorted(kinds)}, got {got}")
+    for name, kind in kinds.items():
+        item = value[name]
+        ok = isinstance(item, (int, float)) and not isinstance(item, bool) if kind is float else isinstance(item, kind) and not isinstance(item, bool)
+        if not ok:
+            raise ProtocolError(Reason.BAD_BODY, f"{where}: {name} must be {kind.__name__}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Local training every device runs per round."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    learning_rate: float = 0.1
+
+    def to_wire(self) -> dict:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": float(self.learning_rate)}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "TrainingParams":
+        params = cls(**_fields_from_wire(cls, value, "training", {"epochs": int, "batch_size": int, "learning_rate": float}))
+        if params.epochs < 1 or params.batch_size < 1 or not params.learning_rate > 0:
+            raise ProtocolError(Reason.BAD_BODY, "training: epochs and batch_size must be >= 1, learning_rate > 0")
+        return params
+
+
+@dataclass(frozen=True)
+class RoundRules:
+    """When a miner stops waiting for updates and mines (miner policy, not a block rule)."""
+
+    min_updates: int = 1
+    max_wait_ms: int = 30_000
+
+    def to_wire(self) -> dict:
+        return {"min_updates": self.min_updates, "max_wait_ms": self.max_wait_ms}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "RoundRules":
+        rules = cls(**_fields_from_wire(cls, value, "rounds", {"min_updates": int, "max_wait_ms": int}))
+        if rules.min_updates < 1 or rules.max_wait_ms < 0:
+            raise ProtocolError(Reason.BAD_BODY, "rounds: min_updates must be >= 1, max_wait_ms >= 0")
+        return rules
+
+
+@dataclass(frozen=True)
+class RewardRules:
+    """Ledger credits: `mining` per block to its miner, `per_sample` per included sample to the device."""
+
+    mining: int = 100
+    per_sample: int = 1
+
+    def to_wire(self) -> dict:
+        return {"mining": self.mining, "per_sample": self.per_sample}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "RewardRules":
+        rules = cls(**_fields_from_wire(cls, value, "rewards", {"mining": int, "per_sample": int}))
+        if rules.mining < 0 or rules.per_sample < 0:
+            raise ProtocolError(Reason.BAD_BODY, "rewards must be >= 0")
+        return rules
+
+
+PRIVACY_MODES = ("plain", "dp", "paillier", "paillier+dp")
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """How updates are protected. `dp`: devices clip each update to L2 norm `dp_clip` and add
+    Gaussian noise of standard deviation dp_noise * dp_clip. `paillier`: updates are packed and
+    encrypted under `packing.n`; miners aggregate without the key."""
+
+    mode: str = "plain"
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    packing: Packing | None = None
+
+    @property
+    def dp(self) -> bool:
+        return self.mode in ("dp", "paillier+dp")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.mode in ("paillier", "paillier+dp")
+
+    def to_wire(self) -> dict:
+        return {"mode": self.mode,
+                "dp": {"clip": float(self.dp_clip), "noise_multiplier": float(self.dp_noise)} if self.dp else None,
+                "paillier": self.packing.to_wire() if self.encrypted else None}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "Privacy":
+        if not isinstance(value, dict) or set(value) != {"mode", "dp", "paillier"} or value["mode"] not in PRIVACY_MODES:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy must be {{mode: one of {PRIVACY_MODES}, dp, paillier}}")
+        mode = value["mode"]
+        privacy = cls(mode)
+        if privacy.dp:
+            dp = _fields_from_wire(cls, value["dp"], "privacy.dp", {"clip": float, "noise_multiplier": float})
+            if not dp["clip"] > 0 or dp["noise_multiplier"] < 0:
+                raise ProtocolError(Reason.BAD_BODY, "privacy.dp: clip must be > 0 and noise_multiplier >= 0")
+            privacy = cls(mode, float(dp["clip"]), float(dp["noise_multiplier"]))
+        elif value["dp"] is not None:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy.dp must be null in mode {mode}")
+        if privacy.encrypted:
+            return cls(mode, privacy.dp_clip, privacy.dp_noise, Packing.from_wire(value["paillier"]))
+        if value["paillier"] is not None:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy.paillier must be null in mode {mode}")
+        return privacy
+
+
+@dataclass(frozen=True)
+class MinerInfo:
+    sign_pk: bytes
+    box_pk: bytes
+
+    @property
+    def node_id(self) -> str:
+        return node_id(self.sign_pk)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    coordinator: bytes      # Ed25519 public key that signs genesis and device certificates
+    chain: ChainParams
+    initial_model: Model    # fixed point, chain.frac_bits fractional bits
+    created_ms: int
+    miners: tuple[MinerInfo, ...]
+    training: TrainingParams = TrainingParams()
+    rounds: RoundRules = RoundRules()
+    rewards: RewardRules = RewardRules()
+    model_files: dict = field(default_factory=dict)   # file name -> SHA-256 of the model package files
+    privacy: Privacy = Privacy()
+
+    def to_wire(self) -> dict:
+        return {
+            "name": self.name,
+            "coordinator": self.coordinator,
+            "chain": self.chain.to_wire(),
+            "model": encode_model(self.initial_model, self.chain.frac_bits),
+            "created_ms": self.created_ms,
+            "miners": [{"sign_pk": m.sign_pk, "box_pk": m.box_pk} for m in self.miners],
+            "training": self.training.to_wire(),
+            "rounds": self.rounds.to_wire(),
+            "rewards": self.rewards.to_wire(),
+            "model_files": dict(self.model_files),
+            "privacy": self.privacy.to_wire(),
+        }
+
+    @property
+    def id(self) -> bytes:
+        """SHA-256(TASK_DOMAIN || canonical manifest): what every header's task_id must be."""
+        return hashlib.sha256(TASK_DOMAIN + codec.encode(self.to_wire())).digest()
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(v.shape) for name, v in self.initial_model.items()}
+
+    def miner(self, sign_pk: bytes) -> MinerInfo | None:
+        return next((m for m in self.miners if m.sign_pk == sign_pk), None)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "Task":
+        keys = {"name", "coordinator", "chain", "model", "created_ms", "miners", "training", "rounds", "rewards", "model_files", "privacy"}
+        if not isinstance(value, dict) or set(value) != keys:
+            raise ProtocolError(Reason.BAD_BODY, f"task manifest must have exactly {sorted(keys)}")
+        if not isinstance(value["name"], str) or not 0 < len(value["name"]) <= 64:
+            raise ProtocolError(Reason.BAD_BODY, "task name must be 1-64 characters")
+        if not isinstance(value["coordinator"], bytes) or len(value["coordinator"]) != 32:
+            raise ProtocolError(Reason.BAD_BODY, "coordinator must be a 32-byte key")
+        if not isinstance(value["created_ms"], int) or isinstance(value["created_ms"], bool):
+            raise ProtocolError(Reason.BAD_BODY, "created_ms must be an integer")
+        miners = value["miners"]
+        if not isinstance(miners, list) or not miners or not all(
+            isinstance(m, dict) and set(m) == {"sign_pk", "box_pk"} and all(isinstance(m[k], bytes) and len(m[k]) == 32 for k in m)
+            for m in miners
+        ):
+            raise ProtocolError(Reason.BAD_BODY, "miners must be a non-empty list of {sign_pk, box_pk} 32-byte keys")
+        files = value["model_files"]
+        if not isinstance(files, dict) or not all(isinstance(v, bytes) and len(v) == 32 for v in files.values()):
+            raise ProtocolError(Reason.BAD_BODY, "model_files must map file names to SHA-256 digests")
+        chain = ChainParams.from_wire(value["chain"])
+        model, frac_bits = decode_model(value["model"])
+        if frac_bits != chain.frac_bits:
+            raise ProtocolError(Reason.BAD_BODY, "model frac_bits differs from the chain's")
+        if not model:
+            raise ProtocolError(Reason.BAD_BODY, "model has no parameters")
+        privacy = Privacy.from_wire(value["privacy"])
+        if privacy.encrypted and chain.max_updates > privacy.packing.max_updates:
+            raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
+        return cls(
+            value["name"], value["coordinator"], chain, model, value["created_ms"],
+            tuple(MinerInfo(m["sign_pk"], m["box_pk"]) for m in miners),
+            TrainingParams.from_wire(value["training"]), RoundRules.from_wire(value["rounds"]),
+            RewardRules.from_wire(value["rewards"]), dict(files), privacy,
+        )

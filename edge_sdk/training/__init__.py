@@ -1,0 +1,1 @@
+"""On-device training: the model package format and the trainers that run it with ONNX Runtime."""
