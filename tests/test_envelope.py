@@ -103,3 +103,13 @@ def test_tampered_or_garbage_seal_is_rejected(message, data):
         envelope.unseal(BOB.box_key, tampered)
     with pytest.raises(ProtocolError):
         envelope.unseal(BOB.box_key, data.draw(st.binary(max_size=100)))
+
+
+@given(st.binary(max_size=64), st.sampled_from(sorted(envelope.MESSAGE_TYPES)))
+def test_the_signed_bytes_are_the_envelope_less_its_signature(body, msg_type):
+    """open_envelope verifies over the input's own bytes; they must equal what `sign` signed."""
+    identity = Identity.from_seed(b"signed-bytes")
+    raw = envelope.sign(identity, msg_type, {"x": body})
+    expected = envelope.signing_bytes(envelope.VERSION, msg_type, identity.public.sign_pk, {"x": body})
+    assert envelope.DOMAIN + envelope.ARRAY_OF_4 + raw[1 : len(raw) - envelope.SIGNATURE_ITEM_BYTES] == expected
+    assert envelope.open_envelope(raw).body == {"x": body}

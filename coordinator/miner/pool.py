@@ -19,6 +19,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS pool (
     digest BLOB PRIMARY KEY, base BLOB NOT NULL, device BLOB NOT NULL, raw BLOB NOT NULL, received_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS pool_by_round ON pool(base, device);
 CREATE TABLE IF NOT EXISTS included (digest BLOB NOT NULL, block BLOB NOT NULL, PRIMARY KEY (digest, block));
 """
 
@@ -37,8 +38,9 @@ class Pool:
             or self.db.one("SELECT 1 FROM included WHERE digest = ?", (digest,))
         )
 
-    def devices_on(self, base: bytes) -> set[bytes]:
-        return {row[0] for row in self.db.execute("SELECT device FROM pool WHERE base = ?", (base,))}
+    def devices_on(self, base: bytes) -> _Round:
+        """The devices with a pooled update on `base` (a container: `device in pool.devices_on(base)`)."""
+        return _Round(self.db, base)
 
     def add(self, update: Update, received_ms: int) -> None:
         row = (update.digest, update.base, update.device, update.envelope.raw, received_ms)
@@ -68,3 +70,11 @@ class Pool:
         with self.db.transaction():
             self.db.execute("DELETE FROM pool WHERE base != ?", (base,))
         self.parsed = {d: u for d, u in self.parsed.items() if u.base == base}
+
+
+class _Round:
+    def __init__(self, db: Database, base: bytes):
+        self.db, self.base = db, base
+
+    def __contains__(self, device: object) -> bool:
+        return self.db.one("SELECT 1 FROM pool WHERE base = ? AND device = ?", (self.base, device)) is not None

@@ -85,12 +85,15 @@ class Device(Node):
         miners = list(task.miners)
         k = preferred_miner % len(miners)
         self.miners = miners[k:] + miners[:k]
-        self.online = {m.node_id: True for m in self.miners}
+        # a miner's retained presence: True online, False offline, None not heard yet. A miner announces
+        # "online" only after subscribing, so an update sent before that would be dropped by the broker.
+        self.online: dict[str, bool | None] = {m.node_id: None for m in self.miners}
         self.miner = self.miners[0]
         self.hashes = ModelHashLog(self.state)
         self.training = False
         self.trained_for: bytes | None = None
-        self.pending: tuple[int, bytes] | None = None  # (mid, update) awaiting PUBACK
+        self.unacked: bytes | None = None  # the update to deliver, until the broker acknowledges it
+        self.in_flight: int | None = None  # its message id, once published to an online miner
         self.rejected_by_miners: dict[str, int] = {}
         super().__init__(
             identity=identity,
@@ -140,18 +143,22 @@ class Device(Node):
         if node not in self.online:
             return
         self.online[node] = msg.payload == b"online"
-        if node == self.miner.node_id and not self.online[node]:
+        if node != self.miner.node_id:
+            return
+        if not self.online[node]:
             self._fail_over()
+        elif self.unacked is not None and self.in_flight is None:
+            self._send(self.unacked)
 
     def _fail_over(self) -> None:
-        alive = [m for m in self.miners if self.online.get(m.node_id)]
+        alive = [m for m in self.miners if self.online[m.node_id]] or [m for m in self.miners if self.online[m.node_id] is None]
         if not alive:
             return
         self.miner = alive[0]
         self.mark_dirty()
         event(log, logging.WARNING, "miner offline; switched", miner=self.miner.node_id)
-        if self.pending:
-            self._send(self.pending[1])
+        if self.unacked is not None:
+            self._send(self.unacked)
 
     # --- training and updates ---
     def _maybe_train(self) -> None:
@@ -209,18 +216,23 @@ class Device(Node):
         self._send(done.update)
 
     def _send(self, update: bytes) -> None:
+        """Publish to the current miner once it is online; until then the update waits (on_presence sends it)."""
+        self.unacked, self.in_flight = update, None
+        if not self.online[self.miner.node_id]:
+            return
         sealed = envelope.seal(self.miner.box_pk, update)
         try:
             mid = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
         except MessageTooLarge as exc:
             event(log, logging.ERROR, "update too large", detail=str(exc))
+            self.unacked = None
             return
-        self.pending = (mid, update)
+        self.in_flight = mid
         self.count("updates_sent")
 
     def _resend_outbox(self) -> None:
         path = self.state / OUTBOX_FILE
-        if not path.exists() or self.pending:
+        if not path.exists() or self.unacked is not None:
             return
         update = path.read_bytes()
         body = codec.decode(update)[3]
@@ -231,9 +243,9 @@ class Device(Node):
             path.unlink()
 
     def on_ack(self, ack: Acked) -> None:
-        if self.pending and ack.mid == self.pending[0]:
+        if self.in_flight is not None and ack.mid == self.in_flight:
             if ack.reason >= 0x80:
                 event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
-            self.pending = None
+            self.unacked = self.in_flight = None
             (self.state / OUTBOX_FILE).unlink(missing_ok=True)
 

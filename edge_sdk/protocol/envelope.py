@@ -23,6 +23,8 @@ VERSION = 1
 DOMAIN = b"BLOCKFL-EDGE/envelope\x00"
 MESSAGE_TYPES = frozenset({"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response", "rejection"})
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+ARRAY_OF_4 = b"\x84"  # CBOR head of a 4-item array
+SIGNATURE_ITEM_BYTES = 2 + 64  # CBOR head 0x58 0x40, then the signature
 SEAL_OVERHEAD = 48  # X25519 ephemeral public key (32) + Poly1305 tag (16)
 
 
@@ -74,8 +76,12 @@ def open_envelope(data: bytes, *, expect: str | None = None, max_bytes: int = DE
         raise ProtocolError(Reason.BAD_ENCODING, "signer must be 32 bytes")
     if not isinstance(signature, bytes) or len(signature) != 64:
         raise ProtocolError(Reason.BAD_ENCODING, "signature must be 64 bytes")
+    # The input is canonical (codec.decode checked), so the signed array [v, type, signer, body] is the
+    # input's own bytes without its 1-byte array-of-5 head and its last item (64-byte string: 2 + 64
+    # bytes) under an array-of-4 head: no need to encode the body again.
+    signed = DOMAIN + ARRAY_OF_4 + bytes(data[1 : len(data) - SIGNATURE_ITEM_BYTES])
     try:
-        VerifyKey(signer).verify(signing_bytes(version, msg_type, signer, body), signature)
+        VerifyKey(signer).verify(signed, signature)
     except (CryptoError, ValueError):
         raise ProtocolError(Reason.BAD_SIGNATURE, "signature does not verify") from None
     return Envelope(version, msg_type, signer, body, signature, bytes(data))

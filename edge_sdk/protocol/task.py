@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from edge_sdk.protocol import codec
@@ -229,12 +230,12 @@ class Task:
             "privacy": self.privacy.to_wire(),
         }
 
-    @property
+    @cached_property  # a Task is immutable; the manifest (initial model included) is encoded once
     def id(self) -> bytes:
         """SHA-256(TASK_DOMAIN || canonical manifest): what every header's task_id must be."""
         return hashlib.sha256(TASK_DOMAIN + codec.encode(self.to_wire())).digest()
 
-    @property
+    @cached_property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(v.shape) for name, v in self.initial_model.items()}
 
