@@ -16,7 +16,7 @@ from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
 from edge_sdk.protocol.identity import Identity
-from edge_sdk.protocol.task import ChainParams, MinerInfo, Task
+from edge_sdk.protocol.task import ChainParams, MinerInfo, RoundRules, Task
 from edge_sdk.protocol.work import target_for_hashes
 
 
@@ -65,15 +65,26 @@ class Federation:
         return seal_block(signer or self.miner, header, list(updates))
 
 
-def make_federation(devices: int = 4, seed: int = 0, quota: int = 10_000, **chain_overrides) -> Federation:
+def make_federation(
+    devices: int = 4, seed: int = 0, quota: int = 10_000, *, peers: int = 0, rounds: RoundRules | None = None, **chain_overrides
+) -> Federation:
+    """A task with real keys: one miner (`miner`) plus `peers` other miners in its miner set."""
     coordinator = Identity.from_seed(b"coordinator-%d" % seed)
     miner = Identity.from_seed(b"miner-%d" % seed)
+    others = [Identity.from_seed(b"peer-%d-%d" % (seed, i)) for i in range(peers)]
     params = dict(pow_limit=target_for_hashes(2), initial_target=target_for_hashes(8), target_interval_ms=1000, retarget_window=2)
     params.update(chain_overrides)
     chain = ChainParams(**params)
     initial = {"W": np.zeros((6, 3), np.float32), "b": np.full((3,), 0.5, np.float32)}
-    task = Task("test", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 60_000,
-                miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
+    task = Task(
+        "test",
+        coordinator.public.sign_pk,
+        chain,
+        to_fixed(initial, chain.frac_bits),
+        now_ms() - 60_000,
+        miners=tuple(MinerInfo(m.public.sign_pk, m.public.box_pk) for m in [miner, *others]),
+        rounds=rounds or RoundRules(),
+    )
     members = [Identity.from_seed(b"device-%d-%d" % (seed, i)) for i in range(devices)]
     return Federation(
         coordinator=coordinator,

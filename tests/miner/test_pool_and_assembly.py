@@ -1,0 +1,92 @@
+"""The miner's pool on a real SQLite file, and block assembly (the one used by miner, chain demo and tests)."""
+
+import threading
+
+import pytest
+
+from coordinator.miner.assembly import assemble, build_block, search_nonce
+from coordinator.miner.pool import Pool
+from edge_sdk.chain.database import Database
+from edge_sdk.chain.memory import MemoryChain
+from edge_sdk.chain.rules import validate_block
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol.block import Update
+from edge_sdk.protocol.errors import ProtocolError, Reason
+
+
+def pooled(fed, tmp_path, n=3):
+    chain = fed.chain()
+    pool = Pool(Database(tmp_path / "pool.db"), fed.task)
+    updates = [Update.parse(fed.update(i, chain.tip.hash), fed.task) for i in range(n)]
+    for i, u in enumerate(updates):
+        pool.add(u, received_ms=1000 - i)  # received newest-first
+    return chain, pool, updates
+
+
+def test_the_pool_orders_by_arrival_and_knows_what_it_holds(fed, tmp_path):
+    chain, pool, updates = pooled(fed, tmp_path)
+    base = chain.tip.hash
+    assert [u.digest for u in pool.on_base(base, 10)] == [u.digest for u in reversed(updates)]
+    assert len(pool.on_base(base, 2)) == 2
+    assert all(pool.seen(u.digest) for u in updates)
+    assert fed.devices[0].public.sign_pk in pool.devices_on(base)
+    assert fed.devices[3].public.sign_pk not in pool.devices_on(base)
+    assert fed.devices[0].public.sign_pk not in pool.devices_on(bytes(32))
+
+
+def test_the_pool_survives_a_restart_and_reverifies_once(fed, tmp_path):
+    chain, pool, updates = pooled(fed, tmp_path)
+    pool.db.close()
+    again = Pool(Database(tmp_path / "pool.db"), fed.task)
+    assert again.parsed == {}
+    got = again.on_base(chain.tip.hash, 10)
+    assert sorted(u.digest for u in got) == sorted(u.digest for u in updates)
+    assert set(again.parsed) == {u.digest for u in updates}
+
+
+def test_a_new_tip_drops_other_rounds_and_included_updates_stay_seen(fed, tmp_path):
+    chain, pool, updates = pooled(fed, tmp_path)
+    pool.mark_included(b"b" * 32, [updates[0].envelope.raw])
+    pool.keep_only(bytes(32))
+    assert pool.on_base(chain.tip.hash, 10) == [] and pool.parsed == {}
+    assert pool.seen(updates[0].digest)  # in a block: a replay from now on
+    assert not pool.seen(updates[1].digest)
+
+
+def test_assembly_from_parsed_updates_equals_assembly_from_bytes(fed):
+    chain = fed.chain()
+    raws = [fed.update(i, chain.tip.hash) for i in range(3)]
+    parsed = [Update.parse(r, fed.task) for r in raws]
+    now = now_ms()
+    a = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=raws, now_ms=now)
+    b = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=parsed, now_ms=now)
+    assert a == b
+    assert chain.add(a).header.height == 1
+
+
+def test_validation_reuses_known_updates_instead_of_parsing_again(fed):
+    chain = fed.chain()
+    parsed = [Update.parse(fed.update(i, chain.tip.hash), fed.task) for i in range(3)]
+    raw = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=parsed, now_ms=now_ms())
+    known = {u.digest: u for u in parsed}
+    _, checked, _ = validate_block(raw, task=fed.task, chain=MemoryChain(fed.genesis), now_ms=now_ms(), known_updates=known)
+    assert all(a is b for a, b in zip(checked, parsed, strict=True))
+    _, fresh, _ = validate_block(raw, task=fed.task, chain=MemoryChain(fed.genesis), now_ms=now_ms())
+    assert all(a is not b and a.digest == b.digest for a, b in zip(fresh, parsed, strict=True))
+
+
+def test_assembly_rechecks_the_chain_state_rules(fed):
+    chain = fed.chain()
+    stale = Update.parse(fed.update(0, bytes(32)), fed.task)
+    with pytest.raises(ProtocolError) as err:
+        assemble(miner=fed.miner.public.sign_pk, task=fed.task, chain=chain, parent=chain.tip, updates=[stale], now_ms=now_ms())
+    assert err.value.reason is Reason.STALE_BASE
+
+
+def test_a_stopped_nonce_search_gives_up(fed):
+    chain = fed.chain()
+    template = assemble(miner=fed.miner.public.sign_pk, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms())
+    stop = threading.Event()
+    stop.set()
+    impossible = template.header.__class__(**{**template.header.__dict__, "target": 0})
+    assert search_nonce(impossible, stop=stop) is None

@@ -1,0 +1,131 @@
+"""The node runtime driven by hand, without a broker: a Miner and a Device built on real keys,
+SQLite files and ONNX Runtime; their MQTT clients are never connected, so what they publish only
+shows up in the byte counters."""
+
+import numpy as np
+import pytest
+from conftest import make_federation
+
+from coordinator.miner.assembly import build_block
+from coordinator.miner.node import Miner
+from coordinator.task.setup import enroll_device, init_task
+from edge_sdk.clock import now_ms
+from edge_sdk.node.bundle import Bundle
+from edge_sdk.node.device import Device
+from edge_sdk.node.runtime import _Done
+from edge_sdk.node.status import Status, device_status_path, miner_status_path
+from edge_sdk.protocol import envelope
+from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.task import RoundRules, TrainingParams
+from edge_sdk.transport.mqtt import BrokerConfig, Incoming
+
+NOWHERE = BrokerConfig("mqtt://127.0.0.1:1")
+
+
+@pytest.fixture
+def miner(fed, tmp_path):
+    node = Miner(identity=fed.miner, genesis=fed.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    yield node
+    node.store.close()
+
+
+def message(node, topic, payload):
+    node.dispatch(Incoming(topic, payload))
+
+
+@pytest.mark.parametrize("kind", ["update", "gossip", "block", "head", "sync", "reply", "revocations"])
+def test_garbage_on_any_topic_is_counted_and_the_node_goes_on(miner, kind):
+    t, me = miner.topics, miner.me
+    topic = {
+        "update": t.update(me, "d"),
+        "gossip": t.gossip(me, "m"),
+        "block": t.block("m"),
+        "head": t.head("m"),
+        "sync": t.sync(me),
+        "reply": t.reply(me),
+        "revocations": t.revocations,
+    }[kind]
+    message(miner, topic, b"\xff" * 50)
+    assert miner.counters["bytes_in"] == 50
+    assert sum(miner.rejections.values()) == (0 if kind == "head" else 1), dict(miner.rejections)
+    assert miner.counters["handler_errors"] == 0
+    assert miner.store.tip.header.height == 0
+
+
+def test_an_update_is_admitted_pooled_and_forwarded_once(tmp_path):
+    fed = make_federation(devices=1, peers=1)
+    node = Miner(identity=fed.miner, genesis=fed.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    sealed = envelope.seal(fed.miner.public.box_pk, fed.update(0, node.store.tip.hash))
+    topic = node.topics.update(node.me, fed.devices[0].public.node_id)
+    message(node, topic, sealed)
+    assert node.counters["updates_accepted"] == 1 and not node.rejections
+    assert len(node.pool.on_base(node.store.tip.hash, 10)) == 1
+    assert node.counters["bytes_out"] == len(sealed)  # sealed again for the one peer: the same size
+    message(node, topic, sealed)
+    assert node.rejections == {"replay": 1}
+    assert node.counters["bytes_out"] > len(sealed)  # and the device is told why
+    node.store.close()
+
+
+def test_a_block_moves_the_tip_and_the_status_file_says_so(fed, miner):
+    chain = fed.chain()
+    block = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms())
+    message(miner, miner.topics.block("someone"), block)
+    assert miner.store.tip.header.height == 1
+    miner.write_status(force=True)
+    status = Status.read(miner_status_path(miner.store.path))
+    assert status.role == "miner" and status.tip_height == 1 and status.tip == miner.store.tip.hash.hex()
+    assert status.counters["bytes_in"] == len(block) and status.rejections == {}
+
+
+def test_a_block_with_an_unknown_parent_asks_for_sync_not_a_rejection(fed, miner):
+    chain = fed.chain()
+    first = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms())
+    chain.add(first)
+    second = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms())
+    before = miner.counters["bytes_out"]
+    message(miner, miner.topics.block("someone"), second)
+    assert miner.store.tip.header.height == 0 and not miner.rejections
+    assert miner.counters["bytes_out"] == before  # a one-miner task has no peer to ask
+
+
+def test_the_miner_mines_when_its_round_is_full(tmp_path):
+    fed = make_federation(devices=2, rounds=RoundRules(min_updates=2, max_wait_ms=60_000))
+    node = Miner(identity=fed.miner, genesis=fed.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    for i in range(2):
+        node.after_event()
+        assert node._mining is None  # the round is not full yet
+        sealed = envelope.seal(fed.miner.public.box_pk, fed.update(i, node.store.tip.hash))
+        message(node, node.topics.update(node.me, fed.devices[i].public.node_id), sealed)
+    node.after_event()  # full: assemble and start the nonce search
+    item = node.inbox.get(timeout=30)
+    assert isinstance(item, _Done)
+    node.dispatch(item)
+    assert node.store.tip.header.height == 1 and node.counters["blocks_mined"] == 1
+    assert node.pool.on_base(node.store.tip.hash, 10) == []
+    node.store.close()
+
+
+def test_a_device_holds_its_update_until_its_miner_is_online(tmp_path, digits):
+    miner_id = Identity.from_seed(b"runtime-miner")
+    init_task(tmp_path / "task", miners=[miner_id.public], training=TrainingParams(1, 16, 0.1))
+    device_id = Identity.from_seed(b"runtime-device")
+    enroll_device(tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "bundle", quota=1000)
+    x, _, y, _ = digits
+    device = Device(bundle=Bundle(tmp_path / "bundle"), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state")
+    try:
+        device.after_event()  # trains on genesis in the background
+        item = device.inbox.get(timeout=60)
+        assert isinstance(item, _Done)
+        device.dispatch(item)
+        assert device.unacked is not None and device.counters["updates_sent"] == 0  # miner not heard from yet
+        miner = miner_id.public.node_id
+        device.dispatch(Incoming(device.topics.presence(miner), b"online"))
+        assert device.counters["updates_sent"] == 1 and device.in_flight is not None
+        assert (tmp_path / "state" / "outbox.bin").read_bytes() == device.unacked
+        device.write_status(force=True)
+        status = Status.read(device_status_path(tmp_path / "state"))
+        assert status.role == "device" and status.details["miner"] == miner and status.counters["updates_sent"] == 1
+        assert np.isfinite(status.counters["train_seconds"])
+    finally:
+        device.store.close()
