@@ -1,5 +1,6 @@
 """Runs in the onnxruntime-training environment (.venv-ort): the official training API and PyTorch
 eager on the same model, data and batch order as bench_train.py. Prints one JSON line."""
+
 import json
 import sys
 import time
@@ -32,7 +33,7 @@ def torch_eager(package, x, y, epochs, batch, lr, seed):
         order = torch.from_numpy(order)
         last = []
         for start in range(0, len(x), batch):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             opt.zero_grad()
             loss = loss_fn(model(xt[idx]), yt[idx])
             loss.backward()
@@ -52,7 +53,9 @@ def main():
     official, eager = [], []
     for _ in range(repeats):
         trainer = OrtTrainingTrainer(package, threads=1)
-        result = trainer.fit(package.initial_params(), x, y, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed)
+        result = trainer.fit(
+            package.initial_params(), x, y, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed
+        )
         official.append((result.steps / result.seconds, result.epoch_losses[-1]))
         eager.append(torch_eager(package, x, y, epochs, batch, lr, seed))
     best = lambda runs: max(runs)  # best of the repeats: least disturbed by the other process

@@ -12,12 +12,21 @@ connected to a broker (paho queues publishes locally). CPU is time.process_time(
   validate validate_block of an equivalent block with known_updates=pool.parsed (what the miner does now)
            and without (full re-verification of every update, as before)
 
-    .venv/bin/python benchmarks/bench_miner.py [--reps 5] [--devices 64]
+Before and after in one run: with --baseline REV (default 3e63d8f, the last commit before the node
+runtime), the tree of REV is extracted with `git archive` and the same workload runs against its
+miner in a subprocess (benchmarks/_miner_v0.py); the table then shows both and their ratio.
+
+    .venv/bin/python benchmarks/bench_miner.py [--reps 5] [--devices 64] [--baseline REV | --no-baseline]
 """
+
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,21 +61,34 @@ class Setup:
         self.coord = Identity.from_seed(b"bench-coordinator")
         self.miners = [Identity.from_seed(b"bench-miner-0"), Identity.from_seed(b"bench-miner-1")]
         self.devices = [Identity.from_seed(b"bench-device-%d" % i) for i in range(k)]
-        chain = ChainParams(pow_limit=target_for_hashes(1), initial_target=target_for_hashes(1),
-                            target_interval_ms=1000, retarget_window=4, max_updates=256)
+        chain = ChainParams(
+            pow_limit=target_for_hashes(1),
+            initial_target=target_for_hashes(1),
+            target_interval_ms=1000,
+            retarget_window=4,
+            max_updates=256,
+        )
         initial = to_fixed({n: np.zeros(s, np.float32) for n, s in SHAPES.items()}, chain.frac_bits)
-        self.task = Task("bench", self.coord.public.sign_pk, chain, initial, now_ms() - 60_000,
-                         miners=tuple(MinerInfo(m.public.sign_pk, m.public.box_pk) for m in self.miners),
-                         rounds=RoundRules(min_updates=k, max_wait_ms=60_000))
+        self.task = Task(
+            "bench",
+            self.coord.public.sign_pk,
+            chain,
+            initial,
+            now_ms() - 60_000,
+            miners=tuple(MinerInfo(m.public.sign_pk, m.public.box_pk) for m in self.miners),
+            rounds=RoundRules(min_updates=k, max_wait_ms=60_000),
+        )
         self.genesis = make_genesis(self.coord, self.task)
         expires = now_ms() + 3_600_000
-        self.certs = [issue_certificate(self.coord, self.task, d.public, quota=10_000, expires_ms=expires)
-                      for d in self.devices]
+        self.certs = [
+            issue_certificate(self.coord, self.task, d.public, quota=10_000, expires_ms=expires) for d in self.devices
+        ]
 
     def delta(self, seed: int, scale: float = 0.01) -> dict:
         rng = np.random.default_rng(seed)
-        return {name: (rng.standard_normal(shape) * scale).astype(np.float32)
-                for name, shape in self.task.shapes.items()}
+        return {
+            name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in self.task.shapes.items()
+        }
 
 
 def timed(fn):
@@ -89,8 +111,12 @@ def mine_one(miner: Miner) -> None:
 def one_rep(s: Setup) -> dict:
     k, task = s.k, s.task
     with tempfile.TemporaryDirectory() as tmp:
-        miner = Miner(identity=s.miners[0], genesis=s.genesis, db_path=Path(tmp) / "miner.db",
-                      broker=BrokerConfig("mqtt://127.0.0.1:1"))
+        miner = Miner(
+            identity=s.miners[0],
+            genesis=s.genesis,
+            db_path=Path(tmp) / "miner.db",
+            broker=BrokerConfig("mqtt://127.0.0.1:1"),
+        )
         base = miner.store.tip.hash
         raws = [make_update(s.devices[i], task, s.certs[i], base, SAMPLES, s.delta(i), now_ms()) for i in range(k)]
         sealed = [envelope.seal(s.miners[0].public.box_pk, r) for r in raws]
@@ -117,8 +143,9 @@ def one_rep(s: Setup) -> dict:
 
     # an equivalent block (same genesis, same K updates), validated with and without the pool's parses
     builder = MemoryChain(s.genesis)
-    raw = build_block(identity=s.miners[0], task=task, chain=builder, parent=builder.tip, updates=pooled,
-                      now_ms=now_ms())
+    raw = build_block(
+        identity=s.miners[0], task=task, chain=builder, parent=builder.tip, updates=pooled, now_ms=now_ms()
+    )
     verifier = MemoryChain(s.genesis)
 
     def validate(known_updates):
@@ -129,26 +156,66 @@ def one_rep(s: Setup) -> dict:
     assert len(checked) == len(full_updates) == k
 
     return {
-        "update_cpu_ms": update_cpu / k, "update_wall_ms": update_wall / k,
-        "block_cpu_ms": block_cpu, "block_wall_ms": block_wall,
-        "parse_cpu_ms_median": statistics.median(parse_cpu), "apply_updates_cpu_ms": apply_cpu,
-        "validate_known_cpu_ms": known_cpu, "validate_full_cpu_ms": full_cpu,
+        "update_cpu_ms": update_cpu / k,
+        "update_wall_ms": update_wall / k,
+        "block_cpu_ms": block_cpu,
+        "block_wall_ms": block_wall,
+        "parse_cpu_ms_median": statistics.median(parse_cpu),
+        "apply_updates_cpu_ms": apply_cpu,
+        "validate_known_cpu_ms": known_cpu,
+        "validate_full_cpu_ms": full_cpu,
     }
+
+
+def baseline(rev: str, k: int, reps: int) -> list[dict] | None:
+    """Per-repetition figures of the miner at git revision `rev` (None where git or the tree is missing)."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", rev, "edge_sdk", "coordinator"], capture_output=True
+        )
+        if archive.returncode != 0:
+            print(f"no baseline: git archive {rev} failed: {archive.stderr.decode()[:200]}")
+            return None
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        worker = Path(__file__).with_name("_miner_v0.py")
+        env = {**os.environ, "PYTHONPATH": tmp}
+        out = subprocess.run(
+            [sys.executable, str(worker), str(k), str(reps)], capture_output=True, text=True, env=env, cwd=tmp
+        )
+        if out.returncode != 0:
+            print(f"no baseline: the worker failed: {out.stderr[-500:]}")
+            return None
+        return json.loads(out.stdout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--devices", type=int, default=64)
+    ap.add_argument(
+        "--baseline", default="3e63d8f", help="git revision to compare with (default: before the node runtime)"
+    )
+    ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
-    setup = Setup(args.devices)
+    k = args.devices
+    before = None if args.no_baseline else baseline(args.baseline, k, args.reps)
+    setup = Setup(k)
     runs = [one_rep(setup) for _ in range(args.reps)]
+    for r in [*runs, *(before or [])]:  # the miner's whole CPU for a round, per accepted update
+        r["round_cpu_ms_per_update"] = r["update_cpu_ms"] + r["block_cpu_ms"] / k
 
-    print(f"miner ({Miner.__module__}), K={args.devices}, {args.reps} reps")
-    print(f"{'figure':<26}{'median ms':>12}{'min ms':>12}")
+    print(f"miner ({Miner.__module__}), K={k}, {args.reps} reps; CPU = process time, medians (min)")
+    head = f"{'figure':<28}{'now':>18}"
+    print(head + (f"{'at ' + args.baseline:>18}{'before/now':>12}" if before else ""))
     for key in runs[0]:
-        values = [r[key] for r in runs]
-        print(f"{key:<26}{statistics.median(values):>12.3f}{min(values):>12.3f}")
+        now = [r[key] for r in runs]
+        line = f"{key:<28}{statistics.median(now):>10.3f} ({min(now):.3f})"
+        if before and key in before[0]:
+            old = [r[key] for r in before]
+            ratio = statistics.median(old) / statistics.median(now)
+            line += f"{statistics.median(old):>10.3f} ({min(old):.3f}){ratio:>11.1f}x"
+        print(line)
     full = statistics.median(r["validate_full_cpu_ms"] for r in runs)
     known = statistics.median(r["validate_known_cpu_ms"] for r in runs)
     print(f"validate_block CPU, full re-verification / with pool's known_updates: {full / known:.1f}x (medians)")

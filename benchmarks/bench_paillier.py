@@ -8,6 +8,7 @@ the aggregate.
 
     .venv/bin/python benchmarks/bench_paillier.py [--values 10000] [--sample 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,33 +56,65 @@ def main() -> int:
     per_value_bytes = (2 * public.n.bit_length() + 7) // 8
 
     print(f"{args.values} values, {args.bits}-bit Paillier (phe + gmpy2), one core")
-    print(f"phe per-value encrypt: {per_value_s / len(sample) * 1000:.1f} ms/value on {len(sample)} values -> {per_value_total:.1f} s "
-          f"for {args.values} (extrapolated), {per_value_bytes} bytes/value")
-    configs = [("16-bit values + 8 headroom bits (<= 241 samples per round)", slots.Packing(public.n, 16, 0, 15, 16)),
-               ("16-bit values, headroom for 64 updates x 4096 samples (task default)", slots.Packing(public.n, 16, 0, 4096, 64))]
+    print(
+        f"phe per-value encrypt: {per_value_s / len(sample) * 1000:.1f} ms/value on {len(sample)} values "
+        f"-> {per_value_total:.1f} s "
+        f"for {args.values} (extrapolated), {per_value_bytes} bytes/value"
+    )
+    configs = [
+        ("16-bit values + 8 headroom bits (<= 241 samples per round)", slots.Packing(public.n, 16, 0, 15, 16)),
+        (
+            "16-bit values, headroom for 64 updates x 4096 samples (task default)",
+            slots.Packing(public.n, 16, 0, 4096, 64),
+        ),
+    ]
     for name, packing in configs:
         packing.check()
         updates = [(int(rng.integers(1, packing.max_quota + 1)), d) for d in deltas]  # within the headroom's quota
         count = packing.ciphertext_count(args.values)
-        cold_s, _ = timed(lambda: paillier.encrypt_update(updates[0][1], updates[0][0], shapes, packing), repeats=1)
+        cold_s, _ = timed(
+            lambda updates=updates, packing=packing: paillier.encrypt_update(
+                updates[0][1], updates[0][0], shapes, packing
+            ),
+            repeats=1,
+        )
         masks = _Precomputed(packing.n, count * 3)
-        online_s, _ = timed(lambda: paillier.encrypt_update(updates[0][1], updates[0][0], shapes, packing, masks))
-        cts = [[int.from_bytes(c, "big") for c in paillier.encrypt_update(d, n, shapes, packing, _Precomputed(packing.n, count))]
-               for n, d in updates]
-        agg_s, summed = timed(lambda: paillier.aggregate(cts, packing))
+        online_s, _ = timed(
+            lambda updates=updates, packing=packing, masks=masks: paillier.encrypt_update(
+                updates[0][1], updates[0][0], shapes, packing, masks
+            )
+        )
+        cts = [
+            [
+                int.from_bytes(c, "big")
+                for c in paillier.encrypt_update(d, n, shapes, packing, _Precomputed(packing.n, count))
+            ]
+            for n, d in updates
+        ]
+        agg_s, summed = timed(lambda cts=cts, packing=packing: paillier.aggregate(cts, packing))
         decryptor = paillier.Decryptor(private, packing)
-        dec_s, sums = timed(lambda: decryptor.sums(summed, args.values))
+        dec_s, sums = timed(lambda decryptor=decryptor, summed=summed: decryptor.sums(summed, args.values))
         total = sum(n for n, _ in updates)
-        mean_s, _ = timed(lambda: slots.mean_fixed(sums, total, packing, 24))
+        mean_s, _ = timed(lambda sums=sums, total=total, packing=packing: slots.mean_fixed(sums, total, packing, 24))
         exact = sum(n * np.array(slots.quantize(d["w"].astype(np.float64), packing), dtype=object) for n, d in updates)
         assert list(exact) == sums, "decrypted sums differ from the exact weighted sums"
         bytes_per_value = count * packing.ciphertext_bytes / args.values
         print(f"\npacked, {name}: {packing.slots} values per ciphertext, {count} ciphertexts")
-        print(f"  encrypt, masks inline        {cold_s:8.3f} s   {per_value_total / cold_s:9.0f}x faster than per-value")
-        print(f"  encrypt, masks precomputed   {online_s:8.3f} s   {per_value_total / online_s:9.0f}x faster than per-value (the update path)")
-        print(f"  ciphertext bytes per value   {bytes_per_value:8.2f}     {per_value_bytes / bytes_per_value:9.0f}x smaller")
+        print(
+            f"  encrypt, masks inline        {cold_s:8.3f} s   {per_value_total / cold_s:9.0f}x faster than per-value"
+        )
+        print(
+            f"  encrypt, masks precomputed   {online_s:8.3f} s   "
+            f"{per_value_total / online_s:9.0f}x faster than per-value (the update path)"
+        )
+        print(
+            f"  ciphertext bytes per value   {bytes_per_value:8.2f}     "
+            f"{per_value_bytes / bytes_per_value:9.0f}x smaller"
+        )
         print(f"  aggregate 10 updates         {agg_s * 1000:8.1f} ms")
-        print(f"  decrypt + unpack aggregate   {dec_s:8.3f} s   (+ fixed-point mean {mean_s * 1000:.1f} ms); sums exact")
+        print(
+            f"  decrypt + unpack aggregate   {dec_s:8.3f} s   (+ fixed-point mean {mean_s * 1000:.1f} ms); sums exact"
+        )
     return 0
 
 

@@ -7,6 +7,7 @@ environment (.venv-ort; it cannot share an environment with the stock onnxruntim
 
     .venv/bin/python benchmarks/bench_train.py [--epochs 20] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,20 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ort-python", default=str(ROOT / ".venv-ort/bin/python"), help="python of the onnxruntime-training environment")
+    parser.add_argument(
+        "--ort-python",
+        default=str(ROOT / ".venv-ort/bin/python"),
+        help="python of the onnxruntime-training environment",
+    )
     args = parser.parse_args()
 
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x, _, y, _ = train_test_split((digits.data / 16).astype(np.float32), digits.target, test_size=0.25, random_state=0, stratify=digits.target)
+    x, _, y, _ = train_test_split(
+        (digits.data / 16).astype(np.float32), digits.target, test_size=0.25, random_state=0, stratify=digits.target
+    )
     lr, seed = 0.1, 0
     with tempfile.TemporaryDirectory() as tmp:
         forward, params = build_forward("mlp:64-32-10")
@@ -52,15 +59,35 @@ def main() -> int:
             runs = []
             for _ in range(args.repeats):
                 result = PortableTrainer(package, fused=fused, threads=1).fit(
-                    package.initial_params(), x, y, epochs=args.epochs, batch_size=args.batch_size, learning_rate=lr, seed=seed)
+                    package.initial_params(),
+                    x,
+                    y,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    learning_rate=lr,
+                    seed=seed,
+                )
                 runs.append((result.steps / result.seconds, result.epoch_losses[-1]))
             results[name] = max(runs)
         np.savez(pathlib.Path(tmp) / "data.npz", x=x, y=y)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         worker = subprocess.run(
-            [args.ort_python, str(ROOT / "benchmarks/_official_worker.py"), tmp, str(pathlib.Path(tmp) / "data.npz"),
-             str(args.epochs), str(args.batch_size), str(lr), str(seed), str(args.repeats)],
-            capture_output=True, text=True, env=env, check=False)
+            [
+                args.ort_python,
+                str(ROOT / "benchmarks/_official_worker.py"),
+                tmp,
+                str(pathlib.Path(tmp) / "data.npz"),
+                str(args.epochs),
+                str(args.batch_size),
+                str(lr),
+                str(seed),
+                str(args.repeats),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         if worker.returncode != 0:
             print(worker.stderr[-2000:], file=sys.stderr)
             print("the official API could not run; build .venv-ort with deploy/dev/setup-test-envs.sh", file=sys.stderr)
@@ -70,7 +97,10 @@ def main() -> int:
         results[f"PyTorch {other['torch_version']} eager"] = tuple(other["torch"])
 
     base = results["official ORT training API"][0]
-    print(f"MLP 64-32-10, digits ({len(x)} samples), batch {args.batch_size}, {args.epochs} epochs, SGD lr {lr}, 1 thread, best of {args.repeats}")
+    print(
+        f"MLP 64-32-10, digits ({len(x)} samples), batch {args.batch_size}, {args.epochs} epochs, SGD lr {lr}, "
+        f"1 thread, best of {args.repeats}"
+    )
     print(f"{'backend':32} {'steps/s':>10} {'vs official':>12} {'final loss':>11}")
     for name, (rate, loss) in results.items():
         print(f"{name:32} {rate:10.0f} {rate / base:11.2f}x {loss:11.4f}")

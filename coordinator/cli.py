@@ -1,12 +1,13 @@
 """`blockfl`: coordinator, miner, emulator and chain tools."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import sys
 import time
+from pathlib import Path
 
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.task import PRIVACY_MODES
@@ -83,8 +84,12 @@ def _miner_run(args) -> int:
     from edge_sdk.transport.mqtt import BrokerConfig
 
     logs.setup(args.verbose)
-    miner = Miner(identity=Identity.load(args.identity), genesis=open(args.genesis, "rb").read(), db_path=args.db,
-                  broker=BrokerConfig.load(args.broker_config))
+    miner = Miner(
+        identity=Identity.load(args.identity),
+        genesis=Path(args.genesis).read_bytes(),
+        db_path=args.db,
+        broker=BrokerConfig.load(args.broker_config),
+    )
     miner.run()
     return 0
 
@@ -94,12 +99,23 @@ def _coordinator_init(args) -> int:
     from edge_sdk.protocol.identity import PublicIdentity
     from edge_sdk.protocol.task import RewardRules, RoundRules, TrainingParams
 
-    miners = [PublicIdentity.from_json(json.loads(open(os.path.join(d, "identity.json")).read())) for d in args.miner]
-    task = init_task(args.task_dir, miners=miners, name=args.name, model=args.model, loss=args.loss, optimizer=args.optimizer,
-                     training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
-                     rounds=RoundRules(args.min_updates, args.max_wait_ms), rewards=RewardRules(args.mining_reward, args.sample_reward),
-                     target_interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, privacy=args.privacy,
-                     dp_clip=args.dp_clip, dp_noise=args.dp_noise)
+    miners = [PublicIdentity.from_json(json.loads(Path(d, "identity.json").read_text())) for d in args.miner]
+    task = init_task(
+        args.task_dir,
+        miners=miners,
+        name=args.name,
+        model=args.model,
+        loss=args.loss,
+        optimizer=args.optimizer,
+        training=TrainingParams(args.epochs, args.batch_size, args.learning_rate),
+        rounds=RoundRules(args.min_updates, args.max_wait_ms),
+        rewards=RewardRules(args.mining_reward, args.sample_reward),
+        target_interval_ms=args.target_interval_ms,
+        initial_hashes=args.initial_hashes,
+        privacy=args.privacy,
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
+    )
     print(f"task {task.id.hex()} in {args.task_dir}: genesis.block, model/, coordinator/, registry.json, broker/")
     return 0
 
@@ -108,11 +124,19 @@ def _coordinator_enroll(args) -> int:
     from coordinator.task.setup import enroll_device, enroll_miner
     from edge_sdk.protocol.identity import PublicIdentity
 
-    public = PublicIdentity.from_json(json.loads(open(args.identity).read()))
+    public = PublicIdentity.from_json(json.loads(Path(args.identity).read_text()))
     if args.miner:
         out = enroll_miner(args.task_dir, public, broker_url=args.broker_url, out=args.out)
     else:
-        out = enroll_device(args.task_dir, public, broker_url=args.broker_url, out=args.out, quota=args.quota, days=args.days, name=args.name)
+        out = enroll_device(
+            args.task_dir,
+            public,
+            broker_url=args.broker_url,
+            out=args.out,
+            quota=args.quota,
+            days=args.days,
+            name=args.name,
+        )
     print(f"enrolled {public.node_id}: bundle in {out}; broker files in {args.task_dir}/broker (reload the broker)")
     return 0
 
@@ -121,8 +145,10 @@ def _coordinator_revoke(args) -> int:
     from coordinator.task.setup import revoke_device
 
     revoke_device(args.task_dir, args.device_id)
-    print(f"revoked {args.device_id}: broker files re-rendered (reload the broker); publish {args.task_dir}/revocations.bin retained "
-          f"on the task's revocations topic")
+    print(
+        f"revoked {args.device_id}: broker files re-rendered (reload the broker); "
+        f"publish {args.task_dir}/revocations.bin retained on the task's revocations topic"
+    )
     return 0
 
 
@@ -135,16 +161,30 @@ def _coordinator_publish(args) -> int:
 
 
 def _emulate(args) -> int:
-    from pathlib import Path
-
     from coordinator.emulator.data import parse
     from coordinator.emulator.run import Options, run
 
     parse(args.partition)
-    options = Options(out=Path(args.out or time.strftime("out/emulate-%Y%m%d-%H%M%S")), devices=args.devices, miners=args.miners, rounds=args.rounds, seed=args.seed,
-                      partition=args.partition, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                      learning_rate=args.learning_rate, max_wait_ms=args.max_wait_ms, timeout=args.timeout, broker_url=args.broker,
-                      privacy=args.privacy, dp_clip=args.dp_clip, dp_noise=args.dp_noise, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
+    options = Options(
+        out=Path(args.out or time.strftime("out/emulate-%Y%m%d-%H%M%S")),
+        devices=args.devices,
+        miners=args.miners,
+        rounds=args.rounds,
+        seed=args.seed,
+        partition=args.partition,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_wait_ms=args.max_wait_ms,
+        timeout=args.timeout,
+        broker_url=args.broker,
+        privacy=args.privacy,
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+    )
     if options.devices < 1 or options.miners < 1 or options.rounds < 1:
         raise ValueError("--devices, --miners and --rounds must be >= 1")
     return run(options)
@@ -159,12 +199,16 @@ def _model_ort(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blockfl", description="BlockFL Edge: coordinator, miners, emulator and chain tools.")
+    parser = argparse.ArgumentParser(
+        prog="blockfl", description="BlockFL Edge: coordinator, miners, emulator and chain tools."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     chain = commands.add_parser("chain", help="inspect and check chain databases")
     chain_cmds = chain.add_subparsers(dest="chain_command", required=True, metavar="SUBCOMMAND")
-    verify = chain_cmds.add_parser("verify", help="re-validate a stored chain from genesis; exit 1 at the first broken rule")
+    verify = chain_cmds.add_parser(
+        "verify", help="re-validate a stored chain from genesis; exit 1 at the first broken rule"
+    )
     verify.add_argument("db", help="a miner's chain database (SQLite)")
     verify.set_defaults(func=_chain_verify)
     demo = chain_cmds.add_parser("demo", help="build (or extend) a synthetic chain with random updates")
@@ -177,20 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
     bal.add_argument("db", help="a chain database (SQLite)")
     bal.set_defaults(func=_chain_balances)
 
-    emulate = commands.add_parser("emulate", help="run a whole federation locally (broker, miners, devices) and write a report")
+    emulate = commands.add_parser(
+        "emulate", help="run a whole federation locally (broker, miners, devices) and write a report"
+    )
     emulate.add_argument("--devices", type=int, default=10)
     emulate.add_argument("--miners", type=int, default=3)
     emulate.add_argument("--rounds", type=int, default=5)
     emulate.add_argument("--seed", type=int, default=0)
-    emulate.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (label skew; smaller ALPHA, more skew)")
+    emulate.add_argument(
+        "--partition", default="iid", help="iid or dirichlet:ALPHA (label skew; smaller ALPHA, more skew)"
+    )
     emulate.add_argument("--model", default="mlp:64-32-10")
     emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")
     emulate.add_argument("--batch-size", type=int, default=16)
     emulate.add_argument("--learning-rate", type=float, default=0.1)
     emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
     emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-    emulate.add_argument("--broker", help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
-                         "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto")
+    emulate.add_argument(
+        "--broker",
+        help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
+        "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto",
+    )
     emulate.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
@@ -201,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     miner = commands.add_parser("miner", help="run a miner node")
     miner_cmds = miner.add_subparsers(dest="miner_command", required=True, metavar="SUBCOMMAND")
-    mrun = miner_cmds.add_parser("run", help="validate updates, mine blocks, follow the best chain, answer sync requests")
+    mrun = miner_cmds.add_parser(
+        "run", help="validate updates, mine blocks, follow the best chain, answer sync requests"
+    )
     mrun.add_argument("--identity", required=True, help="the miner's identity directory")
     mrun.add_argument("--genesis", required=True, help="the task's genesis.block")
     mrun.add_argument("--broker-config", required=True, help="broker.json from enrolment")
@@ -223,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--learning-rate", type=float, default=0.1)
     init.add_argument("--min-updates", type=int, default=1, help="updates a miner waits for before mining")
     init.add_argument("--max-wait-ms", type=int, default=30_000, help="how long a miner waits for more updates")
-    init.add_argument("--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward")
-    init.add_argument("--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block")
+    init.add_argument(
+        "--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward"
+    )
+    init.add_argument(
+        "--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block"
+    )
     init.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     init.add_argument("--dp-clip", type=float, default=1.0)
     init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")
@@ -239,13 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--quota", type=int, default=100_000, help="most samples one update may claim")
     enroll.add_argument("--days", type=float, default=365, help="certificate lifetime")
     enroll.add_argument("--name", default="")
-    enroll.add_argument("--miner", action="store_true", help="enrol a miner of the task's miner set instead of a device")
+    enroll.add_argument(
+        "--miner", action="store_true", help="enrol a miner of the task's miner set instead of a device"
+    )
     enroll.set_defaults(func=_coordinator_enroll)
     revoke = coord_cmds.add_parser("revoke", help="revoke a device: broker access and a signed revocation list")
     revoke.add_argument("--task-dir", required=True)
     revoke.add_argument("device_id")
     revoke.set_defaults(func=_coordinator_revoke)
-    publish = coord_cmds.add_parser("publish", help="publish the genesis block and the revocation list, retained, to the broker")
+    publish = coord_cmds.add_parser(
+        "publish", help="publish the genesis block and the revocation list, retained, to the broker"
+    )
     publish.add_argument("--task-dir", required=True)
     publish.add_argument("--broker-url", required=True, help="mqtt://host:port or mqtts://host:port")
     publish.add_argument("--ca-file", help="CA certificate for mqtts")
@@ -253,18 +314,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="build model packages for on-device training")
     model_cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
-    build = model_cmds.add_parser("build", help="compile a forward model into train-step graphs (forward.onnx, train_step.onnx, train_epoch.onnx, params.npz, manifest.json)")
-    build.add_argument("--model", required=True, help="logreg:IN-OUT, mlp:IN-H1-...-OUT[:relu|tanh|sigmoid], or a forward .onnx file")
+    build = model_cmds.add_parser(
+        "build",
+        help="compile a forward model into train-step graphs "
+        "(forward.onnx, train_step.onnx, train_epoch.onnx, params.npz, manifest.json)",
+    )
+    build.add_argument(
+        "--model", required=True, help="logreg:IN-OUT, mlp:IN-H1-...-OUT[:relu|tanh|sigmoid], or a forward .onnx file"
+    )
     build.add_argument("--loss", default="cross-entropy", choices=LOSSES)
     build.add_argument("--optimizer", default="sgd", help="sgd, momentum[:MU] (default mu 0.9), or adam (default sgd)")
     build.add_argument("--out", required=True, help="package directory to write")
     build.add_argument("--seed", type=int, default=0, help="seed of the initial parameters (zoo models)")
-    build.add_argument("--ort-artifacts", action="store_true", help="also generate the official training artifacts (needs onnxruntime-training)")
+    build.add_argument(
+        "--ort-artifacts",
+        action="store_true",
+        help="also generate the official training artifacts (needs onnxruntime-training)",
+    )
     build.set_defaults(func=_model_build)
-    artifacts = model_cmds.add_parser("artifacts", help="generate official onnxruntime-training artifacts for a package (needs onnxruntime-training, onnx 1.16, torch)")
+    artifacts = model_cmds.add_parser(
+        "artifacts",
+        help="generate official onnxruntime-training artifacts for a package "
+        "(needs onnxruntime-training, onnx 1.16, torch)",
+    )
     artifacts.add_argument("package", help="package directory written by `blockfl model build`")
     artifacts.set_defaults(func=_model_artifacts)
-    ort_cmd = model_cmds.add_parser("ort", help="convert a package's graphs to ORT format (mobile and minimal builds) into PACKAGE/ort/")
+    ort_cmd = model_cmds.add_parser(
+        "ort", help="convert a package's graphs to ORT format (mobile and minimal builds) into PACKAGE/ort/"
+    )
     ort_cmd.add_argument("package", help="package directory written by `blockfl model build`")
     ort_cmd.set_defaults(func=_model_ort)
     return parser

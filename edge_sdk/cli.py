@@ -1,4 +1,5 @@
 """`blockfl-device`: the device side of BlockFL Edge."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,29 @@ def _run(args) -> int:
     from edge_sdk.node.device import Device
 
     try:
-        config = DeviceConfig.load(args.config, bundle=args.bundle, identity=args.identity, data=args.data, state=args.state,
-                                   backend=args.backend, miner_index=args.miner_index, verbose=args.verbose or None)
+        config = DeviceConfig.load(
+            args.config,
+            bundle=args.bundle,
+            identity=args.identity,
+            data=args.data,
+            state=args.state,
+            backend=args.backend,
+            miner_index=args.miner_index,
+            verbose=args.verbose or None,
+        )
         logs.setup(config.verbose)
         bundle = Bundle(config.bundle)
         identity = Identity.load(config.identity)
         with np.load(config.data) as data:
             x, y = data["x"], data["y"]
-        device = Device(bundle=bundle, identity=identity, data=(x, y), state_dir=config.state, backend=config.backend,
-                        preferred_miner=config.miner_index)
+        device = Device(
+            bundle=bundle,
+            identity=identity,
+            data=(x, y),
+            state_dir=config.state,
+            backend=config.backend,
+            preferred_miner=config.miner_index,
+        )
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +71,9 @@ def _run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blockfl-device", description="BlockFL Edge device: identity, training and updates.")
+    parser = argparse.ArgumentParser(
+        prog="blockfl-device", description="BlockFL Edge device: identity, training and updates."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     keys = commands.add_parser("keys", help="create and show this device's identity")
     key_cmds = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
@@ -70,12 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="join a federation: follow blocks, verify models, train, publish updates")
     run.add_argument("--config", help="TOML settings file (see deploy/raspberry-pi/device.toml); flags override it")
-    run.add_argument("--bundle", help="enrolment bundle from the coordinator (genesis, certificate, model, broker.json)")
+    run.add_argument(
+        "--bundle", help="enrolment bundle from the coordinator (genesis, certificate, model, broker.json)"
+    )
     run.add_argument("--identity", help="this device's identity directory (keys init)")
     run.add_argument("--data", help="local training data: .npz with arrays x (features) and y (labels)")
     run.add_argument("--state", help="state directory (chain, outbox, status); survives restarts")
     run.add_argument("--backend", choices=BACKENDS, help="default auto")
-    run.add_argument("--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0")
+    run.add_argument(
+        "--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0"
+    )
     run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
     run.set_defaults(func=_run)
     return parser

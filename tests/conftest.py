@@ -1,7 +1,10 @@
 """Shared fixtures: a small task with real keys, and helpers that build valid (or deliberately broken) blocks."""
+
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -34,15 +37,35 @@ class Federation:
 
     def delta(self, seed: int, scale: float = 0.01) -> dict:
         rng = np.random.default_rng(seed)
-        return {name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in self.task.shapes.items()}
+        return {
+            name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in self.task.shapes.items()
+        }
 
-    def update(self, device: int, base: bytes, *, samples: int = 100, seed: int | None = None, ts: int | None = None, delta=None) -> bytes:
+    def update(
+        self,
+        device: int,
+        base: bytes,
+        *,
+        samples: int = 100,
+        seed: int | None = None,
+        ts: int | None = None,
+        delta=None,
+    ) -> bytes:
         delta = self.delta(device if seed is None else seed) if delta is None else delta
-        return make_update(self.devices[device], self.task, self.certs[device], base, samples, delta, now_ms() if ts is None else ts)
+        return make_update(
+            self.devices[device], self.task, self.certs[device], base, samples, delta, now_ms() if ts is None else ts
+        )
 
     def block(self, chain, parent=None, updates=(), miner=None) -> bytes:
         parent = chain.tip if parent is None else parent
-        return build_block(identity=miner or self.miner, task=self.task, chain=chain, parent=parent, updates=list(updates), now_ms=now_ms())
+        return build_block(
+            identity=miner or self.miner,
+            task=self.task,
+            chain=chain,
+            parent=parent,
+            updates=list(updates),
+            now_ms=now_ms(),
+        )
 
     def forged(self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, **fields) -> bytes:
         """A block whose header fields are overridden, then (re)mined so only the chosen rule breaks."""
@@ -55,8 +78,12 @@ class Federation:
         except ProtocolError:  # a deliberately bad update: the model is never reached
             commitment = bytes(32)
         header = block_template(
-            parent=parent.header, task=self.task, miner=self.miner.public.sign_pk, update_bytes=list(updates),
-            commitment=commitment, timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
+            parent=parent.header,
+            task=self.task,
+            miner=self.miner.public.sign_pk,
+            update_bytes=list(updates),
+            commitment=commitment,
+            timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
             target=expected_target(self.task, parent.header, chain),
         )
         header = dataclasses.replace(header, **fields)
@@ -66,13 +93,21 @@ class Federation:
 
 
 def make_federation(
-    devices: int = 4, seed: int = 0, quota: int = 10_000, *, peers: int = 0, rounds: RoundRules | None = None, **chain_overrides
+    devices: int = 4,
+    seed: int = 0,
+    quota: int = 10_000,
+    *,
+    peers: int = 0,
+    rounds: RoundRules | None = None,
+    **chain_overrides,
 ) -> Federation:
     """A task with real keys: one miner (`miner`) plus `peers` other miners in its miner set."""
     coordinator = Identity.from_seed(b"coordinator-%d" % seed)
     miner = Identity.from_seed(b"miner-%d" % seed)
     others = [Identity.from_seed(b"peer-%d-%d" % (seed, i)) for i in range(peers)]
-    params = dict(pow_limit=target_for_hashes(2), initial_target=target_for_hashes(8), target_interval_ms=1000, retarget_window=2)
+    params = dict(
+        pow_limit=target_for_hashes(2), initial_target=target_for_hashes(8), target_interval_ms=1000, retarget_window=2
+    )
     params.update(chain_overrides)
     chain = ChainParams(**params)
     initial = {"W": np.zeros((6, 3), np.float32), "b": np.full((3,), 0.5, np.float32)}
@@ -92,7 +127,10 @@ def make_federation(
         devices=members,
         task=task,
         genesis=make_genesis(coordinator, task),
-        certs=[issue_certificate(coordinator, task, d.public, quota=quota, expires_ms=now_ms() + 3_600_000) for d in members],
+        certs=[
+            issue_certificate(coordinator, task, d.public, quota=quota, expires_ms=now_ms() + 3_600_000)
+            for d in members
+        ],
     )
 
 
@@ -102,9 +140,6 @@ def fed() -> Federation:
 
 
 # --- environments and model packages for the training tests ---
-import pathlib
-import subprocess
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

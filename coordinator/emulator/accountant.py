@@ -4,6 +4,7 @@ Every device clips its update to L2 norm C and adds N(0, (sigma C)^2) noise to e
 round: for that device's data, one round is a Gaussian mechanism with noise multiplier sigma, and
 R rounds compose. Epsilon is reported for the chosen delta.
 """
+
 from __future__ import annotations
 
 import dp_accounting

@@ -1,4 +1,5 @@
 """Emulation data: scikit-learn's digits split among devices, iid or label-skewed (Dirichlet, non-iid)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ def partition(labels: np.ndarray, parts: int, spec: str, seed: int, min_size: in
         for cls in np.unique(labels):
             idx = rng.permutation(np.flatnonzero(labels == cls))
             cuts = (np.cumsum(rng.dirichlet([alpha] * parts)) * len(idx)).astype(int)[:-1]
-            for part, chunk in zip(shares, np.split(idx, cuts)):
+            for part, chunk in zip(shares, np.split(idx, cuts), strict=True):
                 part.extend(chunk.tolist())
         if min(len(s) for s in shares) >= min_size:
             return [np.sort(np.array(s, dtype=np.int64)) for s in shares]

@@ -108,7 +108,9 @@ class Observer:
         totals, last = self._totals(), self._last_totals
         entry["wire_bytes"] = totals["bytes"] - last["bytes"]
         entry["rejections"] = {
-            k: v - last["rejections"].get(k, 0) for k, v in totals["rejections"].items() if v != last["rejections"].get(k, 0)
+            k: v - last["rejections"].get(k, 0)
+            for k, v in totals["rejections"].items()
+            if v != last["rejections"].get(k, 0)
         }
         if self.task.privacy.encrypted:
             entry["miner_aggregate_ms"] = round(totals["aggregate_ms"] - last["aggregate_ms"], 1)

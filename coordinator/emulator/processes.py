@@ -26,8 +26,9 @@ class Process:
 
 def miner_args(layout: Layout, i: int) -> list[str]:
     m = layout.miner(i)
-    return ["-m", "coordinator.cli", "miner", "run", "--identity", str(m / "identity"), "--genesis", str(m / GENESIS_FILE),
-            "--broker-config", str(m / BROKER_FILE), "--db", str(layout.miner_db(i))]  # fmt: skip
+    return ["-m", "coordinator.cli", "miner", "run", "--identity", str(m / "identity"),
+            "--genesis", str(m / GENESIS_FILE), "--broker-config", str(m / BROKER_FILE),
+            "--db", str(layout.miner_db(i))]  # fmt: skip
 
 
 def device_args(layout: Layout, i: int, miner_index: int) -> list[str]:
@@ -48,8 +49,10 @@ class Federation:
     def spawn(self, name: str, args: list[str]) -> Process:
         log = self.layout.logs / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(log, "wb")
-        popen = subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+            popen = subprocess.Popen(
+                [sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
         process = Process(name, popen, log)
         self.processes.append(process)
         return process

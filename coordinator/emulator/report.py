@@ -1,4 +1,5 @@
 """The emulator's report: report.json, PNG plots and a short human summary."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def _plots(out: Path, report: dict) -> None:
     names = {m.get("node"): f"miner m{k[1:]}" for k, m in report["miners"].items() if m}
     names.update({d.get("node"): f"device d{k[1:]}" for k, d in report["devices"].items() if d})
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([names.get(k, k[:8]) for k, _ in rewards], [v for _, v in rewards],
-           color=["tab:orange" if names.get(k, "").startswith("miner") else "tab:blue" for k, _ in rewards])
+    ax.bar(
+        [names.get(k, k[:8]) for k, _ in rewards],
+        [v for _, v in rewards],
+        color=["tab:orange" if names.get(k, "").startswith("miner") else "tab:blue" for k, _ in rewards],
+    )
     ax.set(title="Rewards (ledger from the best chain)", ylabel="credits")
     ax.tick_params(axis="x", rotation=60)
     fig.tight_layout()
@@ -60,26 +64,42 @@ def _summary(report: dict) -> str:
     lines = [
         f"# BlockFL emulation: {'OK' if report['ok'] else 'FAILED'}",
         "",
-        f"{o['devices']} devices ({o['partition']}), {o['miners']} miners, {o['model']}, {len(rounds)}/{o['rounds']} rounds "
-        f"in {report['seconds']} s.",
+        f"{o['devices']} devices ({o['partition']}), {o['miners']} miners, {o['model']}, "
+        f"{len(rounds)}/{o['rounds']} rounds in {report['seconds']} s.",
         "",
-        "| round | accuracy | loss | updates | block interval (s) | block bytes | miners' traffic (bytes) | rejections |",
+        "| round | accuracy | loss | updates | block interval (s) | block bytes "
+        "| miners' traffic (bytes) | rejections |",
         "|---|---|---|---|---|---|---|---|",
         f"| 0 | {report['initial']['accuracy']:.3f} | {report['initial']['loss']:.3f} | | | | | |",
     ]
-    lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} | {r['block_bytes']} "
-              f"| {r.get('wire_bytes', '')} | {', '.join(f'{k} {v}' for k, v in r.get('rejections', {}).items()) or '-'} |" for r in rounds]
+    lines += [
+        f"| {r['height']} | {r['accuracy']:.3f} | {r['loss']:.3f} | {r['updates']} | {r['block_interval_s']:.1f} "
+        f"| {r['block_bytes']} | {r.get('wire_bytes', '')} "
+        f"| {', '.join(f'{k} {v}' for k, v in r.get('rejections', {}).items()) or '-'} |"
+        for r in rounds
+    ]
     if report.get("privacy", "plain") != "plain":
-        lines += ["", f"Privacy: {report['privacy']}.", "",
-                  "| round | accuracy | epsilon | device encryption (s, all devices) | miner aggregation (ms) | block bytes |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['height']} | {r['accuracy']:.3f} | {r.get('epsilon', '-') if 'epsilon' not in r else format(r['epsilon'], '.2f')} "
-                  f"| {r.get('device_encrypt_s', '-')} | {r.get('miner_aggregate_ms', '-')} | {r['block_bytes']} |" for r in rounds]
+        lines += [
+            "",
+            f"Privacy: {report['privacy']}.",
+            "",
+            "| round | accuracy | epsilon | device encryption (s, all devices) | miner aggregation (ms) "
+            "| block bytes |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['height']} | {r['accuracy']:.3f} "
+            f"| {r.get('epsilon', '-') if 'epsilon' not in r else format(r['epsilon'], '.2f')} "
+            f"| {r.get('device_encrypt_s', '-')} | {r.get('miner_aggregate_ms', '-')} | {r['block_bytes']} |"
+            for r in rounds
+        ]
     verify = ", ".join(f"{k}: {'ok' if v['ok'] else v['failure']}" for k, v in report["chain_verify"].items())
     agreement = report["model_hash_agreement"]
+    hashes = "every device computed the same global model for every block" if agreement["ok"] else agreement["problems"]
     lines += [
         "",
         f"- chain verify: {verify}",
-        f"- model hashes: {'every device computed the same global model for every block' if agreement['ok'] else agreement['problems']}",
+        f"- model hashes: {hashes}",
         f"- rejections by reason: {report['rejections'] or 'none'}",
         f"- blocks off the best chain (forks): {report['forks']}",
         "",

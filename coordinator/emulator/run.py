@@ -27,7 +27,7 @@ from edge_sdk.chain.ledger import balances
 from edge_sdk.node.status import ModelHashLog
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
-from edge_sdk.protocol.task import RoundRules, TrainingParams
+from edge_sdk.protocol.task import Privacy, RoundRules, TrainingParams
 from edge_sdk.transport.mqtt import BrokerConfig
 
 SETTLE_S = 20  # how long devices get to reach the observer's final tip
@@ -59,7 +59,7 @@ class Options:
     dp_delta: float = 1e-5
 
     def noise_multiplier(self) -> float:
-        if self.privacy not in ("dp", "paillier+dp"):
+        if not Privacy(self.privacy).dp:
             return 0.0
         if self.dp_noise is not None:
             return self.dp_noise
@@ -137,7 +137,9 @@ def _run(o: Options, fed: Federation, started: float) -> int:
         fed.spawn(f"device{i}", device_args(layout, i, i % o.miners))
     o.say(f"started {o.miners} miners and {o.devices} devices")
     broker = BrokerConfig(url, observer_user, observer_password)
-    observer = Observer(layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say)
+    observer = Observer(
+        layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say
+    )
     reached = observer.follow(fed, started, o.rounds, o.timeout)
     if reached:
         _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
@@ -177,7 +179,9 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
         "task_id": chain.task.id.hex(),
         "initial": {"accuracy": observer.initial.accuracy, "loss": observer.initial.loss},
         "privacy": privacy.mode,
-        "dp": {"noise_multiplier": privacy.dp_noise, "clip": privacy.dp_clip, "delta": o.dp_delta} if privacy.dp else None,
+        "dp": {"noise_multiplier": privacy.dp_noise, "clip": privacy.dp_clip, "delta": o.dp_delta}
+        if privacy.dp
+        else None,
         "rounds": rounds,
         "chain_verify": verify,
         "model_hash_agreement": agreement,

@@ -35,7 +35,9 @@ class Template:
         return [u.envelope.raw for u in self.updates]
 
 
-def assemble(*, miner: bytes, task: Task, chain: ChainView, parent: BlockState, updates: Sequence[Update], now_ms: int) -> Template:
+def assemble(
+    *, miner: bytes, task: Task, chain: ChainView, parent: BlockState, updates: Sequence[Update], now_ms: int
+) -> Template:
     """The header of a block on `parent` recording `updates` (parsed and verified by the caller)."""
     timestamp = max(now_ms, parent.header.timestamp_ms)
     for update in updates:
@@ -89,6 +91,8 @@ def build_block(
 ) -> bytes | None:
     """Assemble, mine and seal in one call (raw update bytes are parsed and verified first)."""
     parsed = [u if isinstance(u, Update) else Update.parse(u, task) for u in updates]
-    template = assemble(miner=identity.public.sign_pk, task=task, chain=chain, parent=parent, updates=parsed, now_ms=now_ms)
+    template = assemble(
+        miner=identity.public.sign_pk, task=task, chain=chain, parent=parent, updates=parsed, now_ms=now_ms
+    )
     mined = search_nonce(template.header, stop=stop)
     return None if mined is None else seal(identity, mined, template)

@@ -165,7 +165,12 @@ class Miner(Node):
             return
         started = time.perf_counter()
         template = assemble(
-            miner=self.identity.public.sign_pk, task=self.task, chain=self.store, parent=parent, updates=pooled, now_ms=now_ms()
+            miner=self.identity.public.sign_pk,
+            task=self.task,
+            chain=self.store,
+            parent=parent,
+            updates=pooled,
+            now_ms=now_ms(),
         )
         self.count("aggregate_ms", round((time.perf_counter() - started) * 1000, 3))
         stop = threading.Event()

@@ -7,6 +7,7 @@ fans out. The result runs in the stock onnxruntime InferenceSession on any platf
     train_step.onnx   params, state, features, labels, learning_rate -> loss, new params, new state
     train_epoch.onnx  the same step inside an ONNX Loop over a whole (pre-shuffled) epoch
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ class UnsupportedModelError(ValueError):
 
 @dataclass(frozen=True)
 class Optimizer:
-    kind: str = "sgd"               # "sgd" (with optional momentum) or "adam"
+    kind: str = "sgd"  # "sgd" (with optional momentum) or "adam"
     momentum: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -39,7 +40,7 @@ class Optimizer:
             raise ValueError("momentum must be in [0, 1)")
 
     @classmethod
-    def parse(cls, text: str) -> "Optimizer":
+    def parse(cls, text: str) -> Optimizer:
         """'sgd', 'momentum' (0.9), 'momentum:0.8', 'adam'."""
         name, _, arg = text.partition(":")
         if name == "momentum":
@@ -71,26 +72,39 @@ class ForwardGraph:
     nodes: list
     features: str
     output: str
-    params: dict[str, tuple]                # trainable, in graph-input order
+    params: dict[str, tuple]  # trainable, in graph-input order
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     output_width: int = 0
 
     @classmethod
-    def from_model(cls, model: onnx.ModelProto) -> tuple["ForwardGraph", dict[str, np.ndarray]]:
+    def from_model(cls, model: onnx.ModelProto) -> tuple[ForwardGraph, dict[str, np.ndarray]]:
         """Accept parameters as graph inputs or as float initializers; returns their initial values found."""
         graph = model.graph
-        unsupported = sorted({n.op_type if not n.domain else f"{n.domain}:{n.op_type}" for n in graph.node
-                              if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS})
+        unsupported = sorted(
+            {
+                n.op_type if not n.domain else f"{n.domain}:{n.op_type}"
+                for n in graph.node
+                if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS
+            }
+        )
         if unsupported:
-            raise UnsupportedModelError(f"unsupported operator(s): {', '.join(unsupported)} (supported: {', '.join(SUPPORTED_OPS)})")
+            raise UnsupportedModelError(
+                f"unsupported operator(s): {', '.join(unsupported)} (supported: {', '.join(SUPPORTED_OPS)})"
+            )
         values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         params, constants = {}, {}
         for name, value in values.items():
             (params if value.dtype == np.float32 else constants)[name] = value
         inputs = [i for i in graph.input if i.name not in values]
-        features = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 2 and not i.type.tensor_type.shape.dim[0].HasField("dim_value")]
+        features = [
+            i
+            for i in inputs
+            if len(i.type.tensor_type.shape.dim) == 2 and not i.type.tensor_type.shape.dim[0].HasField("dim_value")
+        ]
         if len(features) != 1:
-            raise UnsupportedModelError("the model needs exactly one input with a dynamic batch dimension, [batch, features]")
+            raise UnsupportedModelError(
+                "the model needs exactly one input with a dynamic batch dimension, [batch, features]"
+            )
         shapes = {name: tuple(v.shape) for name, v in params.items()}
         for i in inputs:
             if i is not features[0]:
@@ -102,7 +116,14 @@ class ForwardGraph:
             raise UnsupportedModelError("the model needs exactly one output")
         out_dims = graph.output[0].type.tensor_type.shape.dim
         width = out_dims[1].dim_value if len(out_dims) == 2 and out_dims[1].HasField("dim_value") else 0
-        fwd = cls(list(graph.node), features[0].name, graph.output[0].name, shapes, {k: v for k, v in constants.items()}, width)
+        fwd = cls(
+            list(graph.node),
+            features[0].name,
+            graph.output[0].name,
+            shapes,
+            {k: v for k, v in constants.items()},
+            width,
+        )
         return fwd, {k: params[k] for k in params}
 
 
@@ -125,8 +146,15 @@ class Builder:
 
     def const(self, value, hint: str = "const", dtype=np.float32) -> str:
         name = self.fresh(hint)
-        self.nodes.append(helper.make_node("Constant", [], [name], name=self.fresh("Constant"),
-                                           value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name)))
+        self.nodes.append(
+            helper.make_node(
+                "Constant",
+                [],
+                [name],
+                name=self.fresh("Constant"),
+                value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name),
+            )
+        )
         return name
 
 
@@ -135,16 +163,24 @@ def _reduce_to(b: Builder, grad: str, shape: tuple, out_rank: int) -> str:
     lead = out_rank - len(shape)
     kept = [lead + i for i, d in enumerate(shape) if d == 1]
     if lead:
-        grad = b.op("ReduceSum", [grad, b.const(np.arange(lead, dtype=np.int64), "axes", np.int64)], "reduce", keepdims=0)
+        grad = b.op(
+            "ReduceSum", [grad, b.const(np.arange(lead, dtype=np.int64), "axes", np.int64)], "reduce", keepdims=0
+        )
     if kept:
-        grad = b.op("ReduceSum", [grad, b.const(np.array(kept, np.int64) - lead, "axes", np.int64)], "reduce", keepdims=1)
+        grad = b.op(
+            "ReduceSum", [grad, b.const(np.array(kept, np.int64) - lead, "axes", np.int64)], "reduce", keepdims=1
+        )
     return grad
 
 
 def targets(b: Builder, loss: str, labels: str, width: int) -> str:
     """What the loss compares the output with: one-hot rows for cross-entropy, the labels otherwise."""
     if loss == "cross-entropy":
-        return b.op("OneHot", [labels, b.const(np.array(width, np.int64), "depth", np.int64), b.const([0.0, 1.0], "onoff")], "onehot")
+        return b.op(
+            "OneHot",
+            [labels, b.const(np.array(width, np.int64), "depth", np.int64), b.const([0.0, 1.0], "onoff")],
+            "onehot",
+        )
     return labels
 
 
@@ -163,15 +199,19 @@ def _emit_loss(b: Builder, loss: str, z: str, target: str) -> tuple[str, str]:
     """(loss summed over the batch, up to its factor; raw gradient with respect to the output z)."""
     if loss == "cross-entropy":  # one LogSoftmax serves the loss and, through Exp, the gradient
         log_probs = b.op("LogSoftmax", [z], "logp", axis=1)
-        return (b.op("ReduceSum", [b.op("Mul", [target, log_probs])], "sum_logp", keepdims=0),
-                b.op("Sub", [b.op("Exp", [log_probs], "probs"), target], "dlogits_raw"))
+        return (
+            b.op("ReduceSum", [b.op("Mul", [target, log_probs])], "sum_logp", keepdims=0),
+            b.op("Sub", [b.op("Exp", [log_probs], "probs"), target], "dlogits_raw"),
+        )
     if loss == "mse":
         diff = b.op("Sub", [z, target], "diff")
         return b.op("ReduceSum", [b.op("Mul", [diff, diff])], "sum_sq", keepdims=0), diff
     if loss == "binary-cross-entropy":  # on logits: max(z,0) - z*t + log(1 + exp(-|z|))
         stable = b.op("Log", [b.op("Add", [b.const(1.0, "one"), b.op("Exp", [b.op("Neg", [b.op("Abs", [z])])])])])
         terms = b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, target])]), stable])
-        return b.op("ReduceSum", [terms], "sum_bce", keepdims=0), b.op("Sub", [b.op("Sigmoid", [z]), target], "dlogits_raw")
+        return b.op("ReduceSum", [terms], "sum_bce", keepdims=0), b.op(
+            "Sub", [b.op("Sigmoid", [z]), target], "dlogits_raw"
+        )
     raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
 
 
@@ -230,7 +270,9 @@ def _backward(b: Builder, fwd: ForwardGraph, env: dict, dz: str) -> dict[str, st
     return grads
 
 
-def _emit_optimizer(b: Builder, opt: Optimizer, params: dict, grads: dict, state: dict, lr: str, out: dict) -> tuple[dict, dict]:
+def _emit_optimizer(
+    b: Builder, opt: Optimizer, params: dict, grads: dict, state: dict, lr: str, out: dict
+) -> tuple[dict, dict]:
     new_params, new_state = {}, {}
 
     def name(key: str) -> str | None:
@@ -245,16 +287,32 @@ def _emit_optimizer(b: Builder, opt: Optimizer, params: dict, grads: dict, state
         g = grads[p]
         if opt.kind == "adam":
             m_key, v_key = f"{p}.adam_m", f"{p}.adam_v"
-            m = b.op("Add", [b.op("Mul", [b.const(opt.beta1, "beta1"), state[m_key]]), b.op("Mul", [b.const(1 - opt.beta1, "1-beta1"), g])],
-                     out_names=[name(m_key) or b.fresh("m")])
-            v = b.op("Add", [b.op("Mul", [b.const(opt.beta2, "beta2"), state[v_key]]),
-                             b.op("Mul", [b.const(1 - opt.beta2, "1-beta2"), b.op("Mul", [g, g])])], out_names=[name(v_key) or b.fresh("v")])
+            m = b.op(
+                "Add",
+                [
+                    b.op("Mul", [b.const(opt.beta1, "beta1"), state[m_key]]),
+                    b.op("Mul", [b.const(1 - opt.beta1, "1-beta1"), g]),
+                ],
+                out_names=[name(m_key) or b.fresh("m")],
+            )
+            v = b.op(
+                "Add",
+                [
+                    b.op("Mul", [b.const(opt.beta2, "beta2"), state[v_key]]),
+                    b.op("Mul", [b.const(1 - opt.beta2, "1-beta2"), b.op("Mul", [g, g])]),
+                ],
+                out_names=[name(v_key) or b.fresh("v")],
+            )
             new_state[m_key], new_state[v_key] = m, v
             denom = b.op("Add", [b.op("Sqrt", [b.op("Div", [v, bc2])]), b.const(opt.epsilon, "eps")])
             direction = b.op("Div", [b.op("Div", [m, bc1]), denom], "adam_dir")
         elif opt.momentum:
             key = f"{p}.momentum"
-            direction = b.op("Add", [b.op("Mul", [b.const(opt.momentum, "mu"), state[key]]), g], out_names=[name(key) or b.fresh("velocity")])
+            direction = b.op(
+                "Add",
+                [b.op("Mul", [b.const(opt.momentum, "mu"), state[key]]), g],
+                out_names=[name(key) or b.fresh("velocity")],
+            )
             new_state[key] = direction
         else:  # plain SGD: the learning rate is already folded into the gradients (see emit_step)
             new_params[p] = _subtract(b, value, g, name(p) or b.fresh(p))
@@ -268,7 +326,13 @@ def _subtract(b: Builder, value: str, grad: str, out: str) -> str:
     producer = next((n for n in b.nodes if grad in n.output), None)
     consumers = [n for n in b.nodes if grad in n.input]
     attrs = {a.name: helper.get_attribute_value(a) for a in producer.attribute} if producer is not None else {}
-    if producer is not None and producer.op_type == "Gemm" and len(producer.input) == 2 and not consumers and attrs == {"transA": 1}:
+    if (
+        producer is not None
+        and producer.op_type == "Gemm"
+        and len(producer.input) == 2
+        and not consumers
+        and attrs == {"transA": 1}
+    ):
         b.nodes.remove(producer)
         return b.op("Gemm", [*producer.input, value], out_names=[out], transA=1, alpha=-1.0, beta=1.0)
     return b.op("Sub", [value, grad], out_names=[out])
@@ -279,7 +343,9 @@ def folds_learning_rate(opt: Optimizer) -> bool:
     return opt.kind == "sgd" and not opt.momentum
 
 
-def emit_step(b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: dict, out_names: dict) -> tuple[str, dict, dict]:
+def emit_step(
+    b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: dict, out_names: dict
+) -> tuple[str, dict, dict]:
     """Forward, loss, backward and optimizer for one batch; returns (loss sum, new params, new state).
 
     `inputs` maps every parameter and state name, and 'features', 'targets' (see `targets`),
@@ -292,11 +358,20 @@ def emit_step(b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: 
         env[name] = b.const(value, name, value.dtype)
     for node in fwd.nodes:
         outs = [b.fresh(o) for o in node.output]
-        b.nodes.append(helper.make_node(node.op_type, [env[i] for i in node.input], outs, name=b.fresh(node.op_type),
-                                        **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
-        env.update(zip(node.output, outs))
+        b.nodes.append(
+            helper.make_node(
+                node.op_type,
+                [env[i] for i in node.input],
+                outs,
+                name=b.fresh(node.op_type),
+                **{a.name: helper.get_attribute_value(a) for a in node.attribute},
+            )
+        )
+        env.update(zip(node.output, outs, strict=True))
     loss_sum, raw = _emit_loss(b, loss, env[fwd.output], inputs["targets"])
     grads = _backward(b, fwd, env, b.op("Mul", [raw, inputs["grad_scale"]], "dlogits"))
     state = {s: inputs[s] for s in opt.state_shapes(fwd.params)}
-    new_params, new_state = _emit_optimizer(b, opt, {p: inputs[p] for p in fwd.params}, grads, state, inputs["learning_rate"], out_names)
+    new_params, new_state = _emit_optimizer(
+        b, opt, {p: inputs[p] for p in fwd.params}, grads, state, inputs["learning_rate"], out_names
+    )
     return loss_sum, new_params, new_state

@@ -1,9 +1,10 @@
 """Official ONNX Runtime training artifacts for a model package (the `ort-training` backend).
 
-Runs only where onnxruntime-training (with torch, and onnx 1.16.x) is installed; see FACTS.md.
+Runs only where onnxruntime-training (with torch, and onnx 1.16.x) is installed; see docs/training.md.
 The artifacts go to PACKAGE/ort-training/: training_model.onnx, eval_model.onnx,
 optimizer_model.onnx and checkpoint.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,10 @@ def generate(package_dir: str | Path) -> Path:
         onnxruntime.set_default_logger_severity(3)  # the generator logs every graph pass at INFO
         from onnxruntime.training import artifacts
     except Exception as exc:  # ImportError, or the package failing to import torch
-        raise ArtifactsUnavailable(f"onnxruntime-training is not usable here ({exc}); install onnxruntime-training-cpu==1.19.2, onnx==1.16.2 and torch in a separate environment") from None
+        raise ArtifactsUnavailable(
+            f"onnxruntime-training is not usable here ({exc}); "
+            "install onnxruntime-training-cpu==1.19.2, onnx==1.16.2 and torch in a separate environment"
+        ) from None
     package = ModelPackage.load(package_dir)
     m = package.manifest
     optimizer = m["optimizer"]

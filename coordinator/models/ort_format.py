@@ -5,6 +5,7 @@ Uses the converter that ships in the stock onnxruntime package
 training operators, so a mobile build runs them as they are; the converter also writes the list
 of operators a minimal build must include (`required_operators.config`).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -25,8 +26,20 @@ def convert_package(package_dir: str | Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in GRAPHS:
             shutil.copy(package_dir / name, Path(tmp) / name)
-        result = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "--optimization_style", "Fixed",
-                                 "--output_dir", str(out), tmp], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime.tools.convert_onnx_models_to_ort",
+                "--optimization_style",
+                "Fixed",
+                "--output_dir",
+                str(out),
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
+        )
     if result.returncode != 0:
         raise RuntimeError(f"ORT format conversion failed: {result.stderr[-1000:]}")
     return sorted(out.glob("*.ort")) + sorted(out.glob("*.config"))

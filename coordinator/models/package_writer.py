@@ -3,6 +3,7 @@
 The manifest names every graph input and output, so a device (or any ONNX Runtime user) can
 drive the graphs without reading this code.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,11 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     state_shapes = opt.state_shapes(fwd.params)
     b = Builder()
     inputs = {p: p for p in fwd.params} | {s: s for s in state_shapes}
-    inputs |= {"features": "features", "learning_rate": "learning_rate", "targets": targets(b, loss, "labels", fwd.output_width)}
+    inputs |= {
+        "features": "features",
+        "learning_rate": "learning_rate",
+        "targets": targets(b, loss, "labels", fwd.output_width),
+    }
     count = b.op("Cast", [b.op("Size", ["labels"])], "label_count", to=TensorProto.FLOAT)
     loss_factor, grad_factor = loss_factors(b, loss, count)
     if folds_learning_rate(opt):
@@ -56,7 +61,9 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     loss_sum, new_params, new_state = emit_step(b, fwd, loss, opt, inputs, out_names)
     b.op("Mul", [loss_sum, loss_factor], out_names=["loss"])
     labels_info, label_dtype, label_shape = _labels_info(loss, "labels", fwd.output_width)
-    graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [_float_info(s, sh) for s, sh in state_shapes.items()]
+    graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [
+        _float_info(s, sh) for s, sh in state_shapes.items()
+    ]
     graph_inputs += [_float_info("features", ["batch", feature_width]), labels_info, _float_info("learning_rate", [])]
     graph_outputs = [_float_info("loss", [])] + [_float_info(new_params[p], s) for p, s in fwd.params.items()]
     graph_outputs += [_float_info(new_state[s], sh) for s, sh in state_shapes.items()]
@@ -70,7 +77,9 @@ def compile_step(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: in
     return model, interface
 
 
-def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: int, unroll: int = 2) -> tuple[onnx.ModelProto, dict]:
+def compile_epoch(
+    fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: int, unroll: int = 2
+) -> tuple[onnx.ModelProto, dict]:
     """Many steps in one call: an ONNX Loop over the full batches of pre-shuffled data.
 
     `features` holds K * unroll * batch_size rows (the caller runs the rest with train_step.onnx).
@@ -85,11 +94,26 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
     outer = Builder()
     i64 = lambda v, hint: outer.const(np.array(v, np.int64), hint, np.int64)
     batch = outer.op("Unsqueeze", ["batch_size", i64([0], "axis0")], "batch1d")
-    x4 = outer.op("Reshape", ["features", outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([feature_width], "width")], axis=0)], "x4")
-    t4 = outer.op("Reshape", [targets(outer, loss, "labels", width), outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([width], "outputs")], axis=0)], "t4")
+    x4 = outer.op(
+        "Reshape",
+        ["features", outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([feature_width], "width")], axis=0)],
+        "x4",
+    )
+    t4 = outer.op(
+        "Reshape",
+        [
+            targets(outer, loss, "labels", width),
+            outer.op("Concat", [i64([-1, unroll], "lead"), batch, i64([width], "outputs")], axis=0),
+        ],
+        "t4",
+    )
     trips = outer.op("Gather", [outer.op("Shape", [x4]), i64(0, "zero")], "trips")
     rows = outer.op("Cast", ["batch_size"], "rows", to=TensorProto.FLOAT)
-    count = rows if loss == "cross-entropy" else outer.op("Mul", [rows, outer.const(float(width), "width_f")], "label_count")
+    count = (
+        rows
+        if loss == "cross-entropy"
+        else outer.op("Mul", [rows, outer.const(float(width), "width_f")], "label_count")
+    )
     loss_factor, grad_factor = loss_factors(outer, loss, count)
     if folds_learning_rate(opt):
         grad_factor = outer.op("Mul", [grad_factor, "learning_rate"], "lr_scale")
@@ -113,10 +137,15 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
     body.op("Identity", ["body/cond"], out_names=["body/cond.out"])
     new = current
     body_graph = helper.make_graph(
-        body.nodes, "epoch_body",
-        [helper.make_tensor_value_info("body/i", TensorProto.INT64, []), helper.make_tensor_value_info("body/cond", TensorProto.BOOL, [])]
+        body.nodes,
+        "epoch_body",
+        [
+            helper.make_tensor_value_info("body/i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("body/cond", TensorProto.BOOL, []),
+        ]
         + [_float_info(carried_in[k], shapes[k]) for k in carried],
-        [helper.make_tensor_value_info("body/cond.out", TensorProto.BOOL, [])] + [_float_info(new[k], shapes[k]) for k in carried]
+        [helper.make_tensor_value_info("body/cond.out", TensorProto.BOOL, [])]
+        + [_float_info(new[k], shapes[k]) for k in carried]
         + [_float_info(loss_sum, [unroll])],
     )
     outputs = [f"{k}.new" for k in carried] + ["loss_sums"]
@@ -124,22 +153,44 @@ def compile_epoch(fwd: ForwardGraph, loss: str, opt: Optimizer, feature_width: i
     flat = outer.op("Reshape", ["loss_sums", i64([-1], "flat")], "loss_sums_flat")
     outer.op("Mul", [flat, loss_factor], out_names=["losses"])
     labels_info, _, _ = _labels_info(loss, "labels", width, batch="n")
-    graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [_float_info(s, sh) for s, sh in state_shapes.items()]
-    graph_inputs += [_float_info("features", ["n", feature_width]), labels_info, _float_info("learning_rate", []),
-                     helper.make_tensor_value_info("batch_size", TensorProto.INT64, [])]
+    graph_inputs = [_float_info(p, s) for p, s in fwd.params.items()] + [
+        _float_info(s, sh) for s, sh in state_shapes.items()
+    ]
+    graph_inputs += [
+        _float_info("features", ["n", feature_width]),
+        labels_info,
+        _float_info("learning_rate", []),
+        helper.make_tensor_value_info("batch_size", TensorProto.INT64, []),
+    ]
     graph_outputs = [_float_info(f"{k}.new", shapes[k]) for k in carried] + [_float_info("losses", ["batches"])]
     model = _model(helper.make_graph(outer.nodes, "train_epoch", graph_inputs, graph_outputs))
     interface = {
-        "inputs": {"features": "features", "labels": "labels", "learning_rate": "learning_rate", "batch_size": "batch_size"},
-        "outputs": {"losses": "losses", "new_params": {p: f"{p}.new" for p in fwd.params},
-                    "new_state": {s: f"{s}.new" for s in state_shapes}},
+        "inputs": {
+            "features": "features",
+            "labels": "labels",
+            "learning_rate": "learning_rate",
+            "batch_size": "batch_size",
+        },
+        "outputs": {
+            "losses": "losses",
+            "new_params": {p: f"{p}.new" for p in fwd.params},
+            "new_state": {s: f"{s}.new" for s in state_shapes},
+        },
         "steps_per_iteration": unroll,
         "rows": "a multiple of batch_size * steps_per_iteration; run the remaining batches with train_step",
     }
     return model, interface
 
 
-def build_package(out_dir: str | Path, forward: onnx.ModelProto, params: dict[str, np.ndarray], *, loss: str, optimizer: Optimizer, model_name: str) -> dict:
+def build_package(
+    out_dir: str | Path,
+    forward: onnx.ModelProto,
+    params: dict[str, np.ndarray],
+    *,
+    loss: str,
+    optimizer: Optimizer,
+    model_name: str,
+) -> dict:
     """Compile and write the package; returns the manifest."""
     if loss not in LOSSES:
         raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")

@@ -4,6 +4,7 @@ A forward model takes `features` [batch, F] and every parameter as graph inputs 
 feeds each round's global model) and returns `logits` [batch, C]. Initial parameters come
 separately (params.npz), drawn with a fixed seed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,16 +51,25 @@ def build_forward(spec: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, 
         limit = np.sqrt(6.0 / (fan_in + fan_out)) if kind == "mlp" else 0.0
         params[w] = rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
         params[b] = np.zeros(fan_out, np.float32)
-        inputs += [helper.make_tensor_value_info(w, TensorProto.FLOAT, [fan_in, fan_out]),
-                   helper.make_tensor_value_info(b, TensorProto.FLOAT, [fan_out])]
+        inputs += [
+            helper.make_tensor_value_info(w, TensorProto.FLOAT, [fan_in, fan_out]),
+            helper.make_tensor_value_info(b, TensorProto.FLOAT, [fan_out]),
+        ]
         last = i == layers - 1
         out = "logits" if last else f"layer{i}.linear"
         nodes.append(helper.make_node("Gemm", [x, w, b], [out], name=f"layer{i}.gemm"))
         if not last:
-            nodes.append(helper.make_node(ACTIVATIONS[activation], [out], [f"layer{i}.act"], name=f"layer{i}.{activation}"))
+            nodes.append(
+                helper.make_node(ACTIVATIONS[activation], [out], [f"layer{i}.act"], name=f"layer{i}.{activation}")
+            )
             out = f"layer{i}.act"
         x = out
-    graph = helper.make_graph(nodes, spec.replace(":", "_"), inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]])])
+    graph = helper.make_graph(
+        nodes,
+        spec.replace(":", "_"),
+        inputs,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="blockfl-edge")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)

@@ -1,4 +1,5 @@
 """Run a local Mosquitto for development and the emulator: loopback only, auth and ACL on."""
+
 from __future__ import annotations
 
 import os
@@ -47,12 +48,22 @@ def write_config(directory: str | Path, port: int, broker_files: str | Path) -> 
     directory, broker_files = Path(directory), Path(broker_files)
     (directory / "data").mkdir(parents=True, exist_ok=True)
     conf = directory / "mosquitto.conf"
-    conf.write_text(CONFIG.format(port=port, user=pwd.getpwuid(os.geteuid()).pw_name, passwd=broker_files.resolve() / "passwd", acl=broker_files.resolve() / "acl",
-                                  data=(directory / "data").resolve(), log=(directory / "mosquitto.log").resolve()))
+    conf.write_text(
+        CONFIG.format(
+            port=port,
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+            passwd=broker_files.resolve() / "passwd",
+            acl=broker_files.resolve() / "acl",
+            data=(directory / "data").resolve(),
+            log=(directory / "mosquitto.log").resolve(),
+        )
+    )
     return conf
 
 
-def start(directory: str | Path, broker_files: str | Path, port: int | None = None, timeout: float = 10.0) -> tuple[subprocess.Popen, int]:
+def start(
+    directory: str | Path, broker_files: str | Path, port: int | None = None, timeout: float = 10.0
+) -> tuple[subprocess.Popen, int]:
     """Start Mosquitto and wait until it accepts connections; returns (process, port)."""
     port = port or free_port()
     conf = write_config(directory, port, broker_files)

@@ -9,7 +9,9 @@ from edge_sdk.transport.mqtt import publish_once
 from edge_sdk.transport.topics import Topics
 
 
-def publish_retained(task_dir: str | Path, broker_url: str, ca_file: str | None = None, timeout: float = 10.0) -> list[str]:
+def publish_retained(
+    task_dir: str | Path, broker_url: str, ca_file: str | None = None, timeout: float = 10.0
+) -> list[str]:
     """Publish what a late node needs to find the task; returns the topics written."""
     d = TaskDir(task_dir)
     task, _, genesis = d.load()

@@ -5,6 +5,7 @@ and ACL file, so that a device may write only its own update topic and read bloc
 miners may publish blocks, gossip and sync answers. Plain passwords go only into the node's own
 broker.json (mode 0600); the registry keeps hashes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,7 +44,13 @@ class Registry:
             raise ValueError(f"unknown role {role!r}")
         name = node_id(sign_pk) if role != "observer" else "observer-" + secrets.token_hex(4)
         password = secrets.token_urlsafe(24)
-        self.data["nodes"][name] = {"role": role, "sign_pk": sign_pk.hex(), "hash": password_hash(password), "revoked": False, **extra}
+        self.data["nodes"][name] = {
+            "role": role,
+            "sign_pk": sign_pk.hex(),
+            "hash": password_hash(password),
+            "revoked": False,
+            **extra,
+        }
         return name, password
 
     def revoke(self, name: str) -> dict:

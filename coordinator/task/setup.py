@@ -114,7 +114,7 @@ def init_task(
     build_package(d.model, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=model)
     files = {f: hashlib.sha256((d.model / f).read_bytes()).digest() for f in PACKAGE_FILES}
     packing = None
-    if privacy in ("paillier", "paillier+dp"):
+    if Privacy(privacy).encrypted:
         public, private = paillier.generate_paillier_keypair(n_length=paillier_bits)
         packing = Packing(public.n, paillier_precision, paillier_clip_exp, max_quota, max_updates=64)
         packing.check()
@@ -181,7 +181,9 @@ def enroll_device(
     task, coordinator, genesis = d.load()
     packing = task.privacy.packing
     if task.privacy.encrypted and quota > packing.max_quota:
-        raise ValueError(f"quota {quota} exceeds the task's Paillier max_quota {packing.max_quota} (its sums could overflow)")
+        raise ValueError(
+            f"quota {quota} exceeds the task's Paillier max_quota {packing.max_quota} (its sums could overflow)"
+        )
     registry = d.registry(task)
     username, password = registry.add("device", device.sign_pk, name=name, quota=quota)
     expires = now_ms() + int(days * DAY_MS)

@@ -77,7 +77,9 @@ def _verify(meta: dict[str, bytes], blocks) -> VerifyReport:
             else:
                 _, _, state = validate_block(row.raw, task=task, chain=replay, now_ms=now)
         except ProtocolError as exc:
-            return VerifyReport(count, best and best.header, Failure(row.height, row.hash, exc.reason.value, exc.detail))
+            return VerifyReport(
+                count, best and best.header, Failure(row.height, row.hash, exc.reason.value, exc.detail)
+            )
         mismatch = _compare_stored(state, row, task.chain.frac_bits)
         if mismatch:
             return VerifyReport(count, best and best.header, Failure(row.height, row.hash, "stored_state", mismatch))

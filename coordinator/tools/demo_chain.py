@@ -3,10 +3,11 @@
 Used to try the chain tools before a federation exists, and by the crash tests as a real
 writer process.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from edge_sdk.protocol.task import ChainParams, MinerInfo, Task
 from edge_sdk.protocol.work import target_for_hashes
 
 
-def demo_task(coordinator: Identity, miner: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50) -> Task:
+def demo_task(
+    coordinator: Identity, miner: Identity, *, features: int = 64, classes: int = 10, interval_ms: int = 50
+) -> Task:
     chain = ChainParams(
         pow_limit=target_for_hashes(16),
         initial_target=target_for_hashes(1024),
@@ -29,8 +32,14 @@ def demo_task(coordinator: Identity, miner: Identity, *, features: int = 64, cla
         retarget_window=4,
     )
     initial = {"W": np.zeros((features, classes), np.float32), "b": np.zeros((classes,), np.float32)}
-    return Task("demo", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), now_ms() - 1000,
-                miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
+    return Task(
+        "demo",
+        coordinator.public.sign_pk,
+        chain,
+        to_fixed(initial, chain.frac_bits),
+        now_ms() - 1000,
+        miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),),
+    )
 
 
 def build_demo_chain(
@@ -45,17 +54,23 @@ def build_demo_chain(
     except ValueError:
         store = ChainStore(db_path, make_genesis(coordinator, demo_task(coordinator, miner)))
     task = store.task
-    certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=now_ms() + 86_400_000) for d in members]
+    certs = [
+        issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=now_ms() + 86_400_000) for d in members
+    ]
     rng = np.random.default_rng(seed + store.tip.header.height)
     for _ in range(blocks):
         tip = store.tip
         updates = [
             make_update(
-                device, task, cert, tip.hash, int(rng.integers(50, 500)),
+                device,
+                task,
+                cert,
+                tip.hash,
+                int(rng.integers(50, 500)),
                 {name: (rng.standard_normal(shape) * 0.01).astype(np.float32) for name, shape in task.shapes.items()},
                 now_ms(),
             )
-            for device, cert in zip(members, certs)
+            for device, cert in zip(members, certs, strict=True)
         ]
         raw = build_block(identity=miner, task=task, chain=store, parent=tip, updates=updates, now_ms=now_ms())
         state, _ = store.add(raw)

@@ -3,7 +3,7 @@
 #   .venv-sdk  the device SDK alone (no onnx, torch or onnxruntime-training), as a Pi has it
 #   .venv-ort  the official training API: onnxruntime-training-cpu 1.19.2 + onnx 1.16.2 + torch,
 #              which replaces the stock onnxruntime and so cannot share an environment with it
-#   qemu-user-static for the emulated Raspberry Pi test (tests/test_arm64.py),
+#   qemu-user-static for the emulated Raspberry Pi test (tests/integration/test_arm64.py),
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # and Debian's systemd (systemd-analyze verify) and openssl for the deployment tests

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh) and run the whole test suite. Extra arguments go to pytest.
+# Set up (see setup.sh), lint (ruff check and ruff format --check, configured in pyproject.toml),
+# then run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/dev/setup.sh
 bash deploy/dev/setup-test-envs.sh
+echo "lint: ruff check, ruff format --check"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -6,9 +6,10 @@ floor((2 * sum_k n_k q_k + N) / (2 N)) with N = sum_k n_k (round half up), and t
 model is the old one plus the mean. Bounds on |d|, n_k and the update count (checked when an
 update or block is validated) keep every intermediate inside int64.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

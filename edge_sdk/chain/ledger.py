@@ -4,6 +4,7 @@ Each block credits its miner `rewards.mining`; each included update credits its 
 `rewards.per_sample` per sample (an update's samples never exceed its certificate's quota, a
 validity rule, so data rewards are capped by the quota).
 """
+
 from __future__ import annotations
 
 from collections import Counter

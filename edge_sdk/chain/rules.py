@@ -4,6 +4,7 @@ A node accepts a block only if its parent is known and valid; so the rules here 
 block to its parent's state (header, cumulative work, global model) and, for the retarget rule,
 to one older ancestor on the same branch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,12 @@ def expected_target(task: Task, parent: Header, chain: ChainView) -> int:
         start = chain.ancestor(parent.hash, height - 1 - params.retarget_window)
         span = parent.timestamp_ms - start.timestamp_ms
     return next_target(
-        height=height, parent_target=parent.target, span_ms=span, window=params.retarget_window,
-        interval_ms=params.target_interval_ms, pow_limit=params.pow_limit,
+        height=height,
+        parent_target=parent.target,
+        span_ms=span,
+        window=params.retarget_window,
+        interval_ms=params.target_interval_ms,
+        pow_limit=params.pow_limit,
     )
 
 
@@ -134,5 +139,7 @@ def validate_block(
         updates.append(update)
     commitment, model = apply_updates(task, parent.model, updates, decryptor)
     if commitment != header.model_hash:
-        raise ProtocolError(Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model (or encrypted aggregate)")
+        raise ProtocolError(
+            Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model (or encrypted aggregate)"
+        )
     return block, updates, BlockState(header, parent.cumwork + work(header.target), model)

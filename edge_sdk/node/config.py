@@ -1,4 +1,5 @@
 """The device's settings: a TOML file, command-line flags over it, checked with clear errors."""
+
 from __future__ import annotations
 
 import difflib
@@ -15,16 +16,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    bundle: str                 # enrolment bundle directory
-    identity: str               # identity directory (blockfl-device keys init)
-    data: str                   # local data: .npz with x and y
-    state: str                  # state directory
+    bundle: str  # enrolment bundle directory
+    identity: str  # identity directory (blockfl-device keys init)
+    data: str  # local data: .npz with x and y
+    state: str  # state directory
     backend: str = "auto"
     miner_index: int = 0
     verbose: bool = False
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> "DeviceConfig":
+    def load(cls, path: str | Path | None = None, **overrides) -> DeviceConfig:
         """Values from the file, then from `overrides` that are not None."""
         values: dict = {}
         if path is not None:
@@ -38,11 +39,16 @@ class DeviceConfig:
         for key in values:
             if key not in names:
                 hint = difflib.get_close_matches(key, names, n=1)
-                raise ConfigError(f"{path}: unknown setting {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+                raise ConfigError(
+                    f"{path}: unknown setting {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                )
         values.update({k: v for k, v in overrides.items() if v is not None})
         missing = [n for n, f in names.items() if f.default is MISSING and n not in values]
         if missing:
-            raise ConfigError(f"missing setting(s) {', '.join(missing)}: set them in the config file or with --{missing[0].replace('_', '-')}")
+            raise ConfigError(
+                f"missing setting(s) {', '.join(missing)}: "
+                f"set them in the config file or with --{missing[0].replace('_', '-')}"
+            )
         for name, value in values.items():
             kind = {"str": str, "int": int, "bool": bool}[names[name].type]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

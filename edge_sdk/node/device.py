@@ -151,7 +151,9 @@ class Device(Node):
             self._send(self.unacked)
 
     def _fail_over(self) -> None:
-        alive = [m for m in self.miners if self.online[m.node_id]] or [m for m in self.miners if self.online[m.node_id] is None]
+        alive = [m for m in self.miners if self.online[m.node_id]] or [
+            m for m in self.miners if self.online[m.node_id] is None
+        ]
         if not alive:
             return
         self.miner = alive[0]
@@ -248,4 +250,3 @@ class Device(Node):
                 event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
             self.unacked = self.in_flight = None
             (self.state / OUTBOX_FILE).unlink(missing_ok=True)
-

@@ -1,4 +1,5 @@
 """Structured, quiet-by-default logs: one JSON object per line on stderr."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,12 @@ import time
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(time.time(), 3), "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        entry = {
+            "ts": round(time.time(), 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         entry.update(getattr(record, "fields", {}))
         return json.dumps(entry, default=str)
 

@@ -71,7 +71,12 @@ class Node:
         self.store = store
         self.task = store.task
         self.topics = t = Topics(self.task.id)
-        self.handlers: dict[str, Handler] = {"block": self.on_block, "head": self.on_head, "reply": self.on_reply, **handlers}
+        self.handlers: dict[str, Handler] = {
+            "block": self.on_block,
+            "head": self.on_head,
+            "reply": self.on_reply,
+            **handlers,
+        }
         self.conn = Connection(
             broker,
             client_id=f"{self.role}-{self.me}",

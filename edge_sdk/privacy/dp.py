@@ -1,4 +1,5 @@
 """Differential privacy on the device: clip the whole update, then add Gaussian noise."""
+
 from __future__ import annotations
 
 import secrets
@@ -6,7 +7,9 @@ import secrets
 import numpy as np
 
 
-def clip_and_noise(delta: dict[str, np.ndarray], clip: float, noise_multiplier: float, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+def clip_and_noise(
+    delta: dict[str, np.ndarray], clip: float, noise_multiplier: float, rng: np.random.Generator | None = None
+) -> dict[str, np.ndarray]:
     """Scale the whole update to L2 norm <= clip, then add N(0, (noise_multiplier * clip)^2) per value.
 
     The noise is drawn from the OS's entropy: a predictable seed would undo the privacy.

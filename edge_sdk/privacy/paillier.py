@@ -4,8 +4,10 @@ Encryption is c = (1 + n m) r^n mod n^2 with
 g = n + 1; the mask r^n is what costs, so devices compute masks ahead of time in a background
 thread (`MaskPool`) and the update path does one multiplication per ciphertext.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -41,10 +43,9 @@ class MaskPool:
         self._thread.start()
 
     def _fill(self) -> None:
-        try:  # idle work: let training, decryption and the network go first (Linux: per-thread nice)
+        # idle work: let training, decryption and the network go first (Linux: per-thread nice)
+        with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
-        except (AttributeError, OSError):
-            pass
         while not self._stop:
             with self._lock:
                 full = len(self._masks) >= self.target
@@ -77,7 +78,9 @@ def encrypt(plaintexts: list[int], n: int, masks=None) -> list[int]:
     return [int(gmpy2.f_mod((1 + n * m) * take(), n2)) for m in plaintexts]
 
 
-def encrypt_update(delta: dict[str, np.ndarray], samples: int, shapes: dict[str, tuple], packing: Packing, masks=None) -> list[bytes]:
+def encrypt_update(
+    delta: dict[str, np.ndarray], samples: int, shapes: dict[str, tuple], packing: Packing, masks=None
+) -> list[bytes]:
     """The ciphertexts a device sends: its clipped, quantized, sample-weighted, packed delta."""
     weighted = [samples * q for q in quantize(flatten(delta, shapes), packing)]
     width = packing.ciphertext_bytes
@@ -91,7 +94,7 @@ def aggregate(updates: list[list[int]], packing: Packing) -> list[int]:
         return []
     total = [gmpy2.mpz(c) for c in updates[0]]
     for cts in updates[1:]:
-        total = [gmpy2.f_mod(a * b, n2) for a, b in zip(total, cts)]
+        total = [gmpy2.f_mod(a * b, n2) for a, b in zip(total, cts, strict=True)]
     return [int(c) for c in total]
 
 

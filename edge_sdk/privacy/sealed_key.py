@@ -11,8 +11,12 @@ from edge_sdk.protocol import codec, envelope
 def seal_private_key(private_key, device_box_pk: bytes) -> bytes:
     """The task's Paillier private key, readable only by one device."""
     p, q = int(private_key.p), int(private_key.q)
-    return envelope.seal(device_box_pk, codec.encode({"p": p.to_bytes((p.bit_length() + 7) // 8, "big"),
-                                                      "q": q.to_bytes((q.bit_length() + 7) // 8, "big")}))
+    return envelope.seal(
+        device_box_pk,
+        codec.encode(
+            {"p": p.to_bytes((p.bit_length() + 7) // 8, "big"), "q": q.to_bytes((q.bit_length() + 7) // 8, "big")}
+        ),
+    )
 
 
 def open_private_key(sealed: bytes, box_key, n: int):

@@ -3,6 +3,7 @@
 These types only parse and build; the rules that relate a block to its parent live in
 validation.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,19 +45,27 @@ class Header:
 
     def encode(self) -> bytes:
         return _HEADER.pack(
-            self.version, self.height, self.prev_hash, self.task_id, self.merkle_root, self.model_hash,
-            self.miner, self.timestamp_ms, self.target.to_bytes(32, "big"), self.nonce,
+            self.version,
+            self.height,
+            self.prev_hash,
+            self.task_id,
+            self.merkle_root,
+            self.model_hash,
+            self.miner,
+            self.timestamp_ms,
+            self.target.to_bytes(32, "big"),
+            self.nonce,
         )
 
     @property
     def hash(self) -> bytes:
         return hashlib.sha256(self.encode()).digest()
 
-    def with_nonce(self, nonce: int) -> "Header":
+    def with_nonce(self, nonce: int) -> Header:
         return replace(self, nonce=nonce)
 
     @classmethod
-    def decode(cls, data: bytes) -> "Header":
+    def decode(cls, data: bytes) -> Header:
         if not isinstance(data, bytes) or len(data) != HEADER_SIZE:
             raise ProtocolError(Reason.BAD_BODY, f"header must be {HEADER_SIZE} bytes")
         version, height, prev, task, root, mhash, miner, ts, target, nonce = _HEADER.unpack(data)
@@ -74,7 +83,7 @@ class Update:
     base: bytes
     samples: int
     timestamp_ms: int
-    delta: dict[str, np.ndarray] | None   # plain and dp modes
+    delta: dict[str, np.ndarray] | None  # plain and dp modes
     cert: Certificate
     ciphertexts: list[int] | None = None  # paillier modes
 
@@ -87,7 +96,7 @@ class Update:
         return self.envelope.digest
 
     @classmethod
-    def parse(cls, raw: bytes, task: Task) -> "Update":
+    def parse(cls, raw: bytes, task: Task) -> Update:
         """Verify signature and shape rules that need no chain state; raise ProtocolError."""
         env = envelope.open_envelope(raw, expect="update", max_bytes=task.chain.max_update_bytes)
         body = env.body
@@ -115,7 +124,16 @@ class Update:
             if cert.quota > packing.max_quota:
                 raise ProtocolError(Reason.OVER_QUOTA, "certificate quota above the Paillier headroom's max_quota")
             values = sum(math.prod(s) for s in task.shapes.values())
-            return cls(env, body["task"], body["base"], samples, ts, None, cert, parse_ciphertexts(body["enc"], values, packing))
+            return cls(
+                env,
+                body["task"],
+                body["base"],
+                samples,
+                ts,
+                None,
+                cert,
+                parse_ciphertexts(body["enc"], values, packing),
+            )
         delta = _parse_delta(body["delta"], task)
         return cls(env, body["task"], body["base"], samples, ts, delta, cert)
 
@@ -140,8 +158,16 @@ def _parse_delta(value, task: Task) -> dict[str, np.ndarray]:
     return delta
 
 
-def make_update(identity: Identity, task: Task, cert: bytes, base: bytes, samples: int, delta: dict[str, np.ndarray] | None,
-                timestamp_ms: int, ciphertexts: list[bytes] | None = None) -> bytes:
+def make_update(
+    identity: Identity,
+    task: Task,
+    cert: bytes,
+    base: bytes,
+    samples: int,
+    delta: dict[str, np.ndarray] | None,
+    timestamp_ms: int,
+    ciphertexts: list[bytes] | None = None,
+) -> bytes:
     """A signed update: float32 `delta` (plain, dp) or Paillier `ciphertexts` (paillier modes)."""
     body = {"cert": cert, "task": task.id, "base": base, "samples": int(samples), "ts": int(timestamp_ms)}
     if ciphertexts is not None:
@@ -168,7 +194,7 @@ class Block:
         return self.envelope.raw
 
     @classmethod
-    def parse(cls, raw: bytes, max_bytes: int) -> "Block":
+    def parse(cls, raw: bytes, max_bytes: int) -> Block:
         env = envelope.open_envelope(raw, expect="block", max_bytes=max_bytes)
         body = env.body
         if not isinstance(body, dict) or set(body) != {"header", "updates"}:
@@ -183,7 +209,9 @@ def update_root(update_bytes) -> bytes:
     return merkle_root([hashlib.sha256(u).digest() for u in update_bytes])
 
 
-def block_template(*, parent: Header, task: Task, miner: bytes, update_bytes, commitment: bytes, timestamp_ms: int, target: int) -> Header:
+def block_template(
+    *, parent: Header, task: Task, miner: bytes, update_bytes, commitment: bytes, timestamp_ms: int, target: int
+) -> Header:
     """Header of a block on `parent` (nonce 0, not yet mined); `commitment` from aggregation.apply_updates."""
     return Header(
         height=parent.height + 1,

@@ -4,6 +4,7 @@ Every update carries its device's certificate, so any node holding the task mani
 that an update comes from an enrolled device, within its sample quota and before expiry, without
 asking anyone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ MAX_CERT_BYTES = 4096
 class Certificate:
     envelope: envelope.Envelope
     task_id: bytes
-    device: bytes       # Ed25519 public key
-    box_pk: bytes       # X25519 public key
-    quota: int          # most samples one update may claim
+    device: bytes  # Ed25519 public key
+    box_pk: bytes  # X25519 public key
+    quota: int  # most samples one update may claim
     expires_ms: int
     name: str
 
@@ -31,7 +32,7 @@ class Certificate:
         return node_id(self.device)
 
     @classmethod
-    def parse(cls, raw: bytes, task: Task) -> "Certificate":
+    def parse(cls, raw: bytes, task: Task) -> Certificate:
         try:
             env = envelope.open_envelope(raw, expect="cert", max_bytes=MAX_CERT_BYTES)
         except ProtocolError as exc:
@@ -46,13 +47,24 @@ class Certificate:
             raise ProtocolError(Reason.BAD_CERT, "certificate is for another task")
         if not all(isinstance(body[k], bytes) and len(body[k]) == 32 for k in ("device", "box_pk")):
             raise ProtocolError(Reason.BAD_CERT, "certificate keys must be 32 bytes")
-        if not all(isinstance(body[k], int) and not isinstance(body[k], bool) and body[k] >= 0 for k in ("quota", "expires_ms")):
+        if not all(
+            isinstance(body[k], int) and not isinstance(body[k], bool) and body[k] >= 0 for k in ("quota", "expires_ms")
+        ):
             raise ProtocolError(Reason.BAD_CERT, "quota and expires_ms must be non-negative integers")
         if not isinstance(body["name"], str) or len(body["name"]) > 64:
             raise ProtocolError(Reason.BAD_CERT, "name must be text of at most 64 characters")
         return cls(env, body["task"], body["device"], body["box_pk"], body["quota"], body["expires_ms"], body["name"])
 
 
-def issue_certificate(coordinator: Identity, task: Task, device: PublicIdentity, *, quota: int, expires_ms: int, name: str = "") -> bytes:
-    body = {"task": task.id, "device": device.sign_pk, "box_pk": device.box_pk, "quota": int(quota), "expires_ms": int(expires_ms), "name": name}
+def issue_certificate(
+    coordinator: Identity, task: Task, device: PublicIdentity, *, quota: int, expires_ms: int, name: str = ""
+) -> bytes:
+    body = {
+        "task": task.id,
+        "device": device.sign_pk,
+        "box_pk": device.box_pk,
+        "quota": int(quota),
+        "expires_ms": int(expires_ms),
+        "name": name,
+    }
     return envelope.sign(coordinator, "cert", body)

@@ -5,6 +5,7 @@ indefinite lengths). Decoding accepts only plain data (int, bytes, text, array, 
 keys, bool, null, finite float) and only input that re-encodes to the very same bytes, so there
 is exactly one accepted encoding of every value.
 """
+
 from __future__ import annotations
 
 import math

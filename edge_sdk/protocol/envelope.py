@@ -5,6 +5,7 @@ Signed bytes: DOMAIN || canonical CBOR array [version, type, signer_pk, body], s
 made for one protocol, version or message type is never valid for another.
 Updates travel sealed (X25519 sealed box) to one miner; `seal` / `unseal` wrap envelope bytes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,9 @@ from edge_sdk.protocol.identity import Identity
 
 VERSION = 1
 DOMAIN = b"BLOCKFL-EDGE/envelope\x00"
-MESSAGE_TYPES = frozenset({"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response", "rejection"})
+MESSAGE_TYPES = frozenset(
+    {"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response", "rejection"}
+)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 ARRAY_OF_4 = b"\x84"  # CBOR head of a 4-item array
 SIGNATURE_ITEM_BYTES = 2 + 64  # CBOR head 0x58 0x40, then the signature

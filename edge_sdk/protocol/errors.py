@@ -1,4 +1,5 @@
 """Typed protocol errors. Every rejection names a stable reason code (see PROTOCOL.md)."""
+
 from __future__ import annotations
 
 from enum import Enum

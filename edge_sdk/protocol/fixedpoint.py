@@ -4,10 +4,11 @@ A model is a dict name -> int64 array of fixed-point values with `frac_bits` fra
 Floats exist only at the edges (training, evaluation): integer state means every CPU computes the
 same bytes, and the model hash means the same thing everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -39,7 +40,10 @@ def to_float(model: Mapping[str, np.ndarray], frac_bits: int, dtype=np.float32) 
 
 def encode_model(model: Mapping[str, np.ndarray], frac_bits: int) -> dict:
     """Canonical CBOR value of a model: {"frac_bits", "params": {name: int64 array}}."""
-    return {"frac_bits": frac_bits, "params": {name: codec.encode_array(np.asarray(v, dtype="<i8")) for name, v in model.items()}}
+    return {
+        "frac_bits": frac_bits,
+        "params": {name: codec.encode_array(np.asarray(v, dtype="<i8")) for name, v in model.items()},
+    }
 
 
 def decode_model(value: dict) -> tuple[Model, int]:

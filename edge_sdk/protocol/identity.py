@@ -3,6 +3,7 @@
 Private keys live in files of mode 0600 and are never printed or logged; `repr` shows only the
 public half.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,7 @@ class PublicIdentity:
         return {"device_id": self.node_id, "sign_pk": self.sign_pk.hex(), "box_pk": self.box_pk.hex()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "PublicIdentity":
+    def from_json(cls, data: dict) -> PublicIdentity:
         return cls(bytes.fromhex(data["sign_pk"]), bytes.fromhex(data["box_pk"]))
 
 
@@ -52,11 +53,11 @@ class Identity:
         self.public = PublicIdentity(bytes(sign_key.verify_key), bytes(box_key.public_key))
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         return cls(SigningKey.generate(), PrivateKey.generate())
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "Identity":
+    def from_seed(cls, seed: bytes) -> Identity:
         """Deterministic identity for tests and vectors; never use a guessable seed in production."""
         sign_seed = hashlib.sha256(b"blockfl-sign" + seed).digest()
         box_seed = hashlib.sha256(b"blockfl-box" + seed).digest()
@@ -75,13 +76,15 @@ class Identity:
         paths = [directory / SIGN_KEY_FILE, directory / BOX_KEY_FILE, directory / PUBLIC_FILE]
         existing = [p.name for p in paths if p.exists()]
         if existing and not force:
-            raise FileExistsError(f"an identity already exists in {directory} ({', '.join(existing)}); use --force to replace it")
+            raise FileExistsError(
+                f"an identity already exists in {directory} ({', '.join(existing)}); use --force to replace it"
+            )
         write_private(paths[0], bytes(self.sign_key).hex() + "\n")
         write_private(paths[1], bytes(self.box_key).hex() + "\n")
         write_atomic(paths[2], json.dumps(self.public.to_json(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Identity":
+    def load(cls, directory: str | os.PathLike) -> Identity:
         directory = Path(directory)
         sign_key = SigningKey(_read_key(directory / SIGN_KEY_FILE))
         box_key = PrivateKey(_read_key(directory / BOX_KEY_FILE))

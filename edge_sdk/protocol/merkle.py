@@ -1,8 +1,9 @@
 """RFC 6962 Merkle Tree Hash over a block's update digests."""
+
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _largest_power_of_two_below(n: int) -> int:

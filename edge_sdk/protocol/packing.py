@@ -21,11 +21,11 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 
 @dataclass(frozen=True)
 class Packing:
-    n: int                 # Paillier modulus (public)
-    precision: int         # bits per quantized value
-    clip_exp: int          # values are clipped to +-2^clip_exp
-    max_quota: int         # most samples any certificate may grant
-    max_updates: int       # most updates per block
+    n: int  # Paillier modulus (public)
+    precision: int  # bits per quantized value
+    clip_exp: int  # values are clipped to +-2^clip_exp
+    max_quota: int  # most samples any certificate may grant
+    max_updates: int  # most updates per block
 
     @property
     def headroom(self) -> int:
@@ -58,17 +58,28 @@ class Packing:
         return -(-values // self.slots)
 
     def to_wire(self) -> dict:
-        return {"n": self.n.to_bytes((self.n.bit_length() + 7) // 8, "big"), "precision": self.precision, "clip_exp": self.clip_exp,
-                "max_quota": self.max_quota, "max_updates": self.max_updates}
+        return {
+            "n": self.n.to_bytes((self.n.bit_length() + 7) // 8, "big"),
+            "precision": self.precision,
+            "clip_exp": self.clip_exp,
+            "max_quota": self.max_quota,
+            "max_updates": self.max_updates,
+        }
 
     @classmethod
-    def from_wire(cls, value) -> "Packing":
+    def from_wire(cls, value) -> Packing:
         keys = {"n", "precision", "clip_exp", "max_quota", "max_updates"}
         if not isinstance(value, dict) or set(value) != keys or not isinstance(value["n"], bytes):
             raise ProtocolError(Reason.BAD_BODY, f"paillier parameters must have exactly {sorted(keys)}")
         if not all(isinstance(value[k], int) and not isinstance(value[k], bool) for k in keys - {"n"}):
             raise ProtocolError(Reason.BAD_BODY, "paillier parameters must be integers")
-        packing = cls(int.from_bytes(value["n"], "big"), value["precision"], value["clip_exp"], value["max_quota"], value["max_updates"])
+        packing = cls(
+            int.from_bytes(value["n"], "big"),
+            value["precision"],
+            value["clip_exp"],
+            value["max_quota"],
+            value["max_updates"],
+        )
         try:
             packing.check()
         except ValueError as exc:
@@ -85,13 +96,13 @@ def unflatten(values, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
     out, start = {}, 0
     for name in sorted(shapes):
         size = math.prod(shapes[name])
-        out[name] = np.asarray(values[start:start + size]).reshape(shapes[name])
+        out[name] = np.asarray(values[start : start + size]).reshape(shapes[name])
         start += size
     return out
 
 
 def quantize(values: np.ndarray, packing: Packing) -> list[int]:
-    clip = 2.0 ** packing.clip_exp
+    clip = 2.0**packing.clip_exp
     top = (1 << packing.precision) - 1
     q = np.rint((np.clip(values, -clip, clip) + clip) * (top / (2 * clip)))
     return [int(v) for v in q]
@@ -103,7 +114,7 @@ def pack(weighted: list[int], packing: Packing) -> list[int]:
     plaintexts = []
     for start in range(0, len(weighted), k):
         m = 0
-        for j, v in enumerate(weighted[start:start + k]):
+        for j, v in enumerate(weighted[start : start + k]):
             m |= v << (s * j)
         plaintexts.append(m)
     return plaintexts

@@ -5,6 +5,7 @@ and correlation data; the miner answers with a `sync_response` holding the block
 chain after the newest hash of the request's locator it knows. A miner that refuses an update
 tells its device why with a `rejection`, so a device with a stale base knows to catch up.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,13 @@ def locator(best_chain_hashes: list[bytes]) -> list[bytes]:
     return picked
 
 
-def make_request(identity: Identity, task: Task, best_chain_hashes: list[bytes], max_blocks: int = MAX_SYNC_BLOCKS,
-                 snapshot: bool = False) -> bytes:
+def make_request(
+    identity: Identity,
+    task: Task,
+    best_chain_hashes: list[bytes],
+    max_blocks: int = MAX_SYNC_BLOCKS,
+    snapshot: bool = False,
+) -> bytes:
     """`snapshot`: a node with nothing beyond genesis asks for headers and the tip's model instead of every block."""
     body = {"task": task.id, "locator": locator(best_chain_hashes), "max": max_blocks, "snapshot": snapshot}
     return envelope.sign(identity, "sync_request", body)
@@ -54,12 +60,20 @@ class Request:
 def parse_request(raw: bytes, task: Task) -> Request:
     env = envelope.open_envelope(raw, expect="sync_request", max_bytes=MAX_REQUEST_BYTES)
     body = env.body
-    if not isinstance(body, dict) or set(body) != {"task", "locator", "max", "snapshot"} or not isinstance(body["snapshot"], bool):
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"task", "locator", "max", "snapshot"}
+        or not isinstance(body["snapshot"], bool)
+    ):
         raise ProtocolError(Reason.BAD_BODY, "sync_request must have exactly task, locator, max, snapshot (bool)")
     if body["task"] != task.id:
         raise ProtocolError(Reason.WRONG_TASK, "sync request for another task")
     loc, most = body["locator"], body["max"]
-    if not isinstance(loc, list) or len(loc) > MAX_LOCATOR or not all(isinstance(h, bytes) and len(h) == 32 for h in loc):
+    if (
+        not isinstance(loc, list)
+        or len(loc) > MAX_LOCATOR
+        or not all(isinstance(h, bytes) and len(h) == 32 for h in loc)
+    ):
         raise ProtocolError(Reason.BAD_BODY, f"locator must be at most {MAX_LOCATOR} 32-byte hashes")
     if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= MAX_SYNC_BLOCKS:
         raise ProtocolError(Reason.BAD_BODY, f"max must be in [1, {MAX_SYNC_BLOCKS}]")
@@ -70,7 +84,7 @@ def blocks_after(best_chain_hashes: list[bytes], request: Request) -> list[bytes
     """Hashes of the best chain after the newest locator hash on it (from genesis if none is)."""
     position = {h: i for i, h in enumerate(best_chain_hashes)}
     start = next((position[h] for h in request.locator if h in position), 0)
-    return best_chain_hashes[start + 1:start + 1 + request.max_blocks]
+    return best_chain_hashes[start + 1 : start + 1 + request.max_blocks]
 
 
 def wants_snapshot(request: Request, best_chain_hashes: list[bytes]) -> bool:
@@ -79,7 +93,9 @@ def wants_snapshot(request: Request, best_chain_hashes: list[bytes]) -> bool:
     return request.snapshot and len(best_chain_hashes) > 2 and known in (None, best_chain_hashes[0])
 
 
-def make_response(identity: Identity, task: Task, blocks: list[bytes], snapshot: tuple[list[bytes], dict] | None = None) -> bytes:
+def make_response(
+    identity: Identity, task: Task, blocks: list[bytes], snapshot: tuple[list[bytes], dict] | None = None
+) -> bytes:
     body = {"task": task.id, "blocks": blocks}
     if snapshot is not None:
         body["headers"], body["model"] = snapshot
@@ -107,7 +123,9 @@ def _response(env: envelope.Envelope, task: Task) -> Response:
     body = env.body
     keys = ({"task", "blocks"}, {"task", "blocks", "headers", "model"})
     if not isinstance(body, dict) or set(body) not in keys or body["task"] != task.id:
-        raise ProtocolError(Reason.BAD_BODY, "sync_response must have task (this one), blocks, and optionally headers with model")
+        raise ProtocolError(
+            Reason.BAD_BODY, "sync_response must have task (this one), blocks, and optionally headers with model"
+        )
     if task.miner(env.signer) is None:
         raise ProtocolError(Reason.BAD_MINER, "sync response from a node outside the miner set")
     if not isinstance(body["blocks"], list) or not all(isinstance(b, bytes) for b in body["blocks"]):

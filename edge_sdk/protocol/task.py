@@ -1,4 +1,5 @@
 """The task manifest: the rules a federation agreed on, committed to by its genesis block."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,23 +15,23 @@ from edge_sdk.protocol.packing import Packing
 from edge_sdk.protocol.work import MAX_TARGET
 
 TASK_DOMAIN = b"BLOCKFL-EDGE/task\x00"
-MAX_UPDATES_LIMIT = 2048          # with MAX_SAMPLES below keeps sum n_k <= 2^31
-MAX_SAMPLES = 1 << 20             # per update
-FIXED_POINT_BUDGET = 30           # frac_bits + delta_bits: |q| < 2^30, so sum n_k q_k fits int64
+MAX_UPDATES_LIMIT = 2048  # with MAX_SAMPLES below keeps sum n_k <= 2^31
+MAX_SAMPLES = 1 << 20  # per update
+FIXED_POINT_BUDGET = 30  # frac_bits + delta_bits: |q| < 2^30, so sum n_k q_k fits int64
 
 
 @dataclass(frozen=True)
 class ChainParams:
-    pow_limit: int = MAX_TARGET >> 8          # easiest target any block may have
-    initial_target: int = MAX_TARGET >> 12    # target of the first blocks (about 4096 hashes)
-    target_interval_ms: int = 10_000          # the block interval retargeting aims at
-    retarget_window: int = 4                  # blocks per retarget
-    max_updates: int = 256                    # updates per block
-    max_update_bytes: int = 4 * 1024 * 1024   # one update envelope
-    max_block_bytes: int = 64 * 1024 * 1024   # one block envelope
-    max_skew_ms: int = 120_000                # how far a timestamp may run ahead of a clock
-    frac_bits: int = 24                       # fixed-point fractional bits of the global model
-    delta_bits: int = 6                       # every |delta| < 2^delta_bits
+    pow_limit: int = MAX_TARGET >> 8  # easiest target any block may have
+    initial_target: int = MAX_TARGET >> 12  # target of the first blocks (about 4096 hashes)
+    target_interval_ms: int = 10_000  # the block interval retargeting aims at
+    retarget_window: int = 4  # blocks per retarget
+    max_updates: int = 256  # updates per block
+    max_update_bytes: int = 4 * 1024 * 1024  # one update envelope
+    max_block_bytes: int = 64 * 1024 * 1024  # one block envelope
+    max_skew_ms: int = 120_000  # how far a timestamp may run ahead of a clock
+    frac_bits: int = 24  # fixed-point fractional bits of the global model
+    delta_bits: int = 6  # every |delta| < 2^delta_bits
 
     def to_wire(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -39,7 +40,7 @@ class ChainParams:
         return out
 
     @classmethod
-    def from_wire(cls, value: Any) -> "ChainParams":
+    def from_wire(cls, value: Any) -> ChainParams:
         names = {f.name for f in fields(cls)}
         if not isinstance(value, dict) or set(value) != names:
             missing = names - set(value) if isinstance(value, dict) else names
@@ -83,7 +84,11 @@ def _fields_from_wire(cls, value: Any, where: str, kinds: dict[str, type]) -> di
         raise ProtocolError(Reason.BAD_BODY, f"{where}: expected fields {sorted(kinds)}, got {got}")
     for name, kind in kinds.items():
         item = value[name]
-        ok = isinstance(item, (int, float)) and not isinstance(item, bool) if kind is float else isinstance(item, kind) and not isinstance(item, bool)
+        ok = (
+            isinstance(item, (int, float)) and not isinstance(item, bool)
+            if kind is float
+            else isinstance(item, kind) and not isinstance(item, bool)
+        )
         if not ok:
             raise ProtocolError(Reason.BAD_BODY, f"{where}: {name} must be {kind.__name__}")
     return dict(value)
@@ -101,8 +106,10 @@ class TrainingParams:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": float(self.learning_rate)}
 
     @classmethod
-    def from_wire(cls, value: Any) -> "TrainingParams":
-        params = cls(**_fields_from_wire(cls, value, "training", {"epochs": int, "batch_size": int, "learning_rate": float}))
+    def from_wire(cls, value: Any) -> TrainingParams:
+        params = cls(
+            **_fields_from_wire(cls, value, "training", {"epochs": int, "batch_size": int, "learning_rate": float})
+        )
         if params.epochs < 1 or params.batch_size < 1 or not params.learning_rate > 0:
             raise ProtocolError(Reason.BAD_BODY, "training: epochs and batch_size must be >= 1, learning_rate > 0")
         return params
@@ -119,7 +126,7 @@ class RoundRules:
         return {"min_updates": self.min_updates, "max_wait_ms": self.max_wait_ms}
 
     @classmethod
-    def from_wire(cls, value: Any) -> "RoundRules":
+    def from_wire(cls, value: Any) -> RoundRules:
         rules = cls(**_fields_from_wire(cls, value, "rounds", {"min_updates": int, "max_wait_ms": int}))
         if rules.min_updates < 1 or rules.max_wait_ms < 0:
             raise ProtocolError(Reason.BAD_BODY, "rounds: min_updates must be >= 1, max_wait_ms >= 0")
@@ -137,7 +144,7 @@ class RewardRules:
         return {"mining": self.mining, "per_sample": self.per_sample}
 
     @classmethod
-    def from_wire(cls, value: Any) -> "RewardRules":
+    def from_wire(cls, value: Any) -> RewardRules:
         rules = cls(**_fields_from_wire(cls, value, "rewards", {"mining": int, "per_sample": int}))
         if rules.mining < 0 or rules.per_sample < 0:
             raise ProtocolError(Reason.BAD_BODY, "rewards must be >= 0")
@@ -167,13 +174,19 @@ class Privacy:
         return self.mode in ("paillier", "paillier+dp")
 
     def to_wire(self) -> dict:
-        return {"mode": self.mode,
-                "dp": {"clip": float(self.dp_clip), "noise_multiplier": float(self.dp_noise)} if self.dp else None,
-                "paillier": self.packing.to_wire() if self.encrypted else None}
+        return {
+            "mode": self.mode,
+            "dp": {"clip": float(self.dp_clip), "noise_multiplier": float(self.dp_noise)} if self.dp else None,
+            "paillier": self.packing.to_wire() if self.encrypted else None,
+        }
 
     @classmethod
-    def from_wire(cls, value: Any) -> "Privacy":
-        if not isinstance(value, dict) or set(value) != {"mode", "dp", "paillier"} or value["mode"] not in PRIVACY_MODES:
+    def from_wire(cls, value: Any) -> Privacy:
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"mode", "dp", "paillier"}
+            or value["mode"] not in PRIVACY_MODES
+        ):
             raise ProtocolError(Reason.BAD_BODY, f"privacy must be {{mode: one of {PRIVACY_MODES}, dp, paillier}}")
         mode = value["mode"]
         privacy = cls(mode)
@@ -204,15 +217,15 @@ class MinerInfo:
 @dataclass(frozen=True)
 class Task:
     name: str
-    coordinator: bytes      # Ed25519 public key that signs genesis and device certificates
+    coordinator: bytes  # Ed25519 public key that signs genesis and device certificates
     chain: ChainParams
-    initial_model: Model    # fixed point, chain.frac_bits fractional bits
+    initial_model: Model  # fixed point, chain.frac_bits fractional bits
     created_ms: int
     miners: tuple[MinerInfo, ...]
     training: TrainingParams = TrainingParams()
     rounds: RoundRules = RoundRules()
     rewards: RewardRules = RewardRules()
-    model_files: dict = field(default_factory=dict)   # file name -> SHA-256 of the model package files
+    model_files: dict = field(default_factory=dict)  # file name -> SHA-256 of the model package files
     privacy: Privacy = Privacy()
 
     def to_wire(self) -> dict:
@@ -243,8 +256,20 @@ class Task:
         return next((m for m in self.miners if m.sign_pk == sign_pk), None)
 
     @classmethod
-    def from_wire(cls, value: Any) -> "Task":
-        keys = {"name", "coordinator", "chain", "model", "created_ms", "miners", "training", "rounds", "rewards", "model_files", "privacy"}
+    def from_wire(cls, value: Any) -> Task:
+        keys = {
+            "name",
+            "coordinator",
+            "chain",
+            "model",
+            "created_ms",
+            "miners",
+            "training",
+            "rounds",
+            "rewards",
+            "model_files",
+            "privacy",
+        }
         if not isinstance(value, dict) or set(value) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"task manifest must have exactly {sorted(keys)}")
         if not isinstance(value["name"], str) or not 0 < len(value["name"]) <= 64:
@@ -254,9 +279,15 @@ class Task:
         if not isinstance(value["created_ms"], int) or isinstance(value["created_ms"], bool):
             raise ProtocolError(Reason.BAD_BODY, "created_ms must be an integer")
         miners = value["miners"]
-        if not isinstance(miners, list) or not miners or not all(
-            isinstance(m, dict) and set(m) == {"sign_pk", "box_pk"} and all(isinstance(m[k], bytes) and len(m[k]) == 32 for k in m)
-            for m in miners
+        if (
+            not isinstance(miners, list)
+            or not miners
+            or not all(
+                isinstance(m, dict)
+                and set(m) == {"sign_pk", "box_pk"}
+                and all(isinstance(m[k], bytes) and len(m[k]) == 32 for k in m)
+                for m in miners
+            )
         ):
             raise ProtocolError(Reason.BAD_BODY, "miners must be a non-empty list of {sign_pk, box_pk} 32-byte keys")
         files = value["model_files"]
@@ -272,8 +303,15 @@ class Task:
         if privacy.encrypted and chain.max_updates > privacy.packing.max_updates:
             raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
         return cls(
-            value["name"], value["coordinator"], chain, model, value["created_ms"],
+            value["name"],
+            value["coordinator"],
+            chain,
+            model,
+            value["created_ms"],
             tuple(MinerInfo(m["sign_pk"], m["box_pk"]) for m in miners),
-            TrainingParams.from_wire(value["training"]), RoundRules.from_wire(value["rounds"]),
-            RewardRules.from_wire(value["rewards"]), dict(files), privacy,
+            TrainingParams.from_wire(value["training"]),
+            RoundRules.from_wire(value["rounds"]),
+            RewardRules.from_wire(value["rewards"]),
+            dict(files),
+            privacy,
         )

@@ -3,6 +3,7 @@
 A target is a 256-bit unsigned integer; a header meets it when SHA-256(header), read big-endian,
 is <= target. The work of a target is floor(2^256 / (target + 1)), the expected number of hashes.
 """
+
 from __future__ import annotations
 
 MAX_TARGET = (1 << 256) - 1

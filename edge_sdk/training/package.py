@@ -31,7 +31,7 @@ class ModelPackage:
     manifest: dict
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelPackage":
+    def load(cls, directory: str | Path) -> ModelPackage:
         directory = Path(directory)
         try:
             manifest = json.loads((directory / MANIFEST_FILE).read_text())
@@ -56,7 +56,9 @@ class ModelPackage:
         width = self.manifest["num_outputs"]
         if self.manifest["label_dtype"] == "int64":
             labels = np.asarray(labels).reshape(-1)
-            if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= width):
+            if labels.size and (
+                not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= width
+            ):
                 raise ValueError(f"class labels must be integers in [0, {width})")
             return labels.astype(np.int64)
         labels = np.asarray(labels, dtype=np.float32)

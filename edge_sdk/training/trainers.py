@@ -8,6 +8,7 @@
 
 Both shuffle the same way (`epoch_order`) so, from the same start, they take the same steps.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,17 @@ def session_options(threads: int) -> ort.SessionOptions:
 class Trainer(Protocol):
     backend: str
 
-    def fit(self, params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray, *, epochs: int,
-            batch_size: int, learning_rate: float, seed: int) -> FitResult: ...
+    def fit(
+        self,
+        params: dict[str, np.ndarray],
+        features: np.ndarray,
+        labels: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        seed: int,
+    ) -> FitResult: ...
 
     def evaluate(self, params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray) -> Evaluation: ...
 
@@ -64,7 +74,9 @@ class _Evaluator:
 
     def __init__(self, package: ModelPackage, threads: int):
         self.package = package
-        self._forward = ort.InferenceSession(str(package.path("forward")), session_options(threads), providers=["CPUExecutionProvider"])
+        self._forward = ort.InferenceSession(
+            str(package.path("forward")), session_options(threads), providers=["CPUExecutionProvider"]
+        )
 
     def logits(self, params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
         feeds = {p: params[p] for p in self.package.manifest["params"]}
@@ -139,10 +151,14 @@ class PortableTrainer(_Evaluator):
         self.backend = "fused" if fused else "portable"
         options, providers = session_options(threads), ["CPUExecutionProvider"]
         self._step = ort.InferenceSession(str(package.path("train_step")), options, providers=providers)
-        self._epoch = ort.InferenceSession(str(package.path("train_epoch")), options, providers=providers) if fused else None
+        self._epoch = (
+            ort.InferenceSession(str(package.path("train_epoch")), options, providers=providers) if fused else None
+        )
         m = package.manifest
         out = m["epoch"]["outputs"]
-        self._epoch_outputs = [out["losses"]] + [out["new_params"][p] for p in m["params"]] + [out["new_state"][k] for k in m["state"]]
+        self._epoch_outputs = (
+            [out["losses"]] + [out["new_params"][p] for p in m["params"]] + [out["new_state"][k] for k in m["state"]]
+        )
 
     def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
         m = self.package.manifest
@@ -158,16 +174,25 @@ class PortableTrainer(_Evaluator):
             xe, ye = x[order], y[order]  # one gather per epoch; batches are then contiguous views
             batch_losses = []
             if full:
-                result = self._epoch.run(self._epoch_outputs, {
-                    **step.values(), epoch_io["features"]: xe[:full], epoch_io["labels"]: ye[:full],
-                    epoch_io["learning_rate"]: np.array(learning_rate, np.float32), epoch_io["batch_size"]: np.array(batch_size, np.int64)})
+                result = self._epoch.run(
+                    self._epoch_outputs,
+                    {
+                        **step.values(),
+                        epoch_io["features"]: xe[:full],
+                        epoch_io["labels"]: ye[:full],
+                        epoch_io["learning_rate"]: np.array(learning_rate, np.float32),
+                        epoch_io["batch_size"]: np.array(batch_size, np.int64),
+                    },
+                )
                 batch_losses.extend(result[0].tolist())
-                step.load(dict(zip(step.carried, result[1:])))
+                step.load(dict(zip(step.carried, result[1:], strict=True)))
             for start in range(full, len(x), batch_size):
-                batch_losses.append(step.step(xe[start:start + batch_size], ye[start:start + batch_size]))
+                batch_losses.append(step.step(xe[start : start + batch_size], ye[start : start + batch_size]))
             steps += len(batch_losses)
             losses.append(float(np.mean(batch_losses)))
-        return FitResult({p: v for p, v in step.values().items() if p in m["params"]}, losses, steps, time.perf_counter() - started)
+        return FitResult(
+            {p: v for p, v in step.values().items() if p in m["params"]}, losses, steps, time.perf_counter() - started
+        )
 
 
 class OrtTrainingTrainer(_Evaluator):
@@ -183,7 +208,9 @@ class OrtTrainingTrainer(_Evaluator):
         self._api = api
         self.artifacts = package.ort_artifacts
         if not (self.artifacts / "training_model.onnx").exists():
-            raise FileNotFoundError(f"no official training artifacts in {self.artifacts}; build them with `blockfl model artifacts`")
+            raise FileNotFoundError(
+                f"no official training artifacts in {self.artifacts}; build them with `blockfl model artifacts`"
+            )
 
     def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
         api, a = self._api, self.artifacts
@@ -202,7 +229,7 @@ class OrtTrainingTrainer(_Evaluator):
             xe, ye = x[order], y[order]
             epoch_loss = []
             for start in range(0, len(x), batch_size):
-                epoch_loss.append(float(module(xe[start:start + batch_size], ye[start:start + batch_size])))
+                epoch_loss.append(float(module(xe[start : start + batch_size], ye[start : start + batch_size])))
                 optimizer.step()
                 module.lazy_reset_grad()
                 steps += 1
@@ -224,7 +251,11 @@ def make_trainer(package: ModelPackage, backend: str = "auto", *, threads: int =
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "ort-training" if (package.ort_artifacts / "training_model.onnx").exists() and has_ort_training() else "portable"
+        backend = (
+            "ort-training"
+            if (package.ort_artifacts / "training_model.onnx").exists() and has_ort_training()
+            else "portable"
+        )
     if backend == "ort-training":
         return OrtTrainingTrainer(package, threads=threads)
     return PortableTrainer(package, fused=backend == "fused", threads=threads)

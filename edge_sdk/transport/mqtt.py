@@ -4,6 +4,7 @@ size checks before publishing, and incoming messages handed to the node's own th
 paho runs its network loop in a thread of its own; nothing here blocks it: messages and
 publish acknowledgements go into `inbox`, a queue the node's main loop reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,10 @@ class MessageTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    url: str                       # mqtt://host:port or mqtts://host:port
+    url: str  # mqtt://host:port or mqtts://host:port
     username: str | None = None
     password: str | None = None
-    ca_file: str | None = None     # for mqtts
+    ca_file: str | None = None  # for mqtts
     max_message_bytes: int = 64 * 1024 * 1024
 
     @classmethod
@@ -129,11 +130,20 @@ class Connection:
         finally:
             self.client.loop_stop()
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False, response_topic: str | None = None,
-                correlation: bytes | None = None) -> int:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> int:
         """QoS 1 publish; returns the message id. Refuses what the broker would not take."""
         if len(payload) + len(topic) + MQTT_OVERHEAD > self.config.max_message_bytes:
-            raise MessageTooLarge(f"{len(payload)} bytes to {topic} exceed the {self.config.max_message_bytes}-byte limit")
+            raise MessageTooLarge(
+                f"{len(payload)} bytes to {topic} exceed the {self.config.max_message_bytes}-byte limit"
+            )
         props = None
         if response_topic or correlation:
             props = Properties(PacketTypes.PUBLISH)
@@ -169,7 +179,9 @@ class Connection:
         self.inbox.put(Acked(mid, int(reason_code.value) if hasattr(reason_code, "value") else int(reason_code)))
 
 
-def publish_once(config: BrokerConfig, client_id: str, messages: list[tuple[str, bytes]], *, retain: bool, timeout: float = 10.0) -> None:
+def publish_once(
+    config: BrokerConfig, client_id: str, messages: list[tuple[str, bytes]], *, retain: bool, timeout: float = 10.0
+) -> None:
     """Connect, publish each message at QoS 1, wait for every acknowledgement, disconnect."""
     conn = Connection(config, client_id=client_id, subscriptions=[], persistent=False)
     conn.start()

@@ -65,7 +65,9 @@ def test_dependencies_point_one_way():
 
 
 def test_the_sdk_never_imports_the_coordinator():
-    wrong = [m for path, m in _modules() if m.startswith("edge_sdk") for i in _imports(path) if i.startswith("coordinator")]
+    wrong = [
+        m for path, m in _modules() if m.startswith("edge_sdk") for i in _imports(path) if i.startswith("coordinator")
+    ]
     assert not wrong
 
 

@@ -69,7 +69,9 @@ def test_validation_reuses_known_updates_instead_of_parsing_again(fed):
     parsed = [Update.parse(fed.update(i, chain.tip.hash), fed.task) for i in range(3)]
     raw = build_block(identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=parsed, now_ms=now_ms())
     known = {u.digest: u for u in parsed}
-    _, checked, _ = validate_block(raw, task=fed.task, chain=MemoryChain(fed.genesis), now_ms=now_ms(), known_updates=known)
+    _, checked, _ = validate_block(
+        raw, task=fed.task, chain=MemoryChain(fed.genesis), now_ms=now_ms(), known_updates=known
+    )
     assert all(a is b for a, b in zip(checked, parsed, strict=True))
     _, fresh, _ = validate_block(raw, task=fed.task, chain=MemoryChain(fed.genesis), now_ms=now_ms())
     assert all(a is not b and a.digest == b.digest for a, b in zip(fresh, parsed, strict=True))
@@ -79,13 +81,22 @@ def test_assembly_rechecks_the_chain_state_rules(fed):
     chain = fed.chain()
     stale = Update.parse(fed.update(0, bytes(32)), fed.task)
     with pytest.raises(ProtocolError) as err:
-        assemble(miner=fed.miner.public.sign_pk, task=fed.task, chain=chain, parent=chain.tip, updates=[stale], now_ms=now_ms())
+        assemble(
+            miner=fed.miner.public.sign_pk,
+            task=fed.task,
+            chain=chain,
+            parent=chain.tip,
+            updates=[stale],
+            now_ms=now_ms(),
+        )
     assert err.value.reason is Reason.STALE_BASE
 
 
 def test_a_stopped_nonce_search_gives_up(fed):
     chain = fed.chain()
-    template = assemble(miner=fed.miner.public.sign_pk, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms())
+    template = assemble(
+        miner=fed.miner.public.sign_pk, task=fed.task, chain=chain, parent=chain.tip, updates=[], now_ms=now_ms()
+    )
     stop = threading.Event()
     stop.set()
     impossible = template.header.__class__(**{**template.header.__dict__, "target": 0})

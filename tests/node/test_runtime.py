@@ -110,9 +110,13 @@ def test_a_device_holds_its_update_until_its_miner_is_online(tmp_path, digits):
     miner_id = Identity.from_seed(b"runtime-miner")
     init_task(tmp_path / "task", miners=[miner_id.public], training=TrainingParams(1, 16, 0.1))
     device_id = Identity.from_seed(b"runtime-device")
-    enroll_device(tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "bundle", quota=1000)
+    enroll_device(
+        tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "bundle", quota=1000
+    )
     x, _, y, _ = digits
-    device = Device(bundle=Bundle(tmp_path / "bundle"), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state")
+    device = Device(
+        bundle=Bundle(tmp_path / "bundle"), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state"
+    )
     try:
         device.after_event()  # trains on genesis in the background
         item = device.inbox.get(timeout=60)

@@ -4,6 +4,7 @@ Everything here is deterministic (Ed25519 signatures are, timestamps are fixed, 
 searched from 0), so the test suite regenerates the file and checks it is unchanged (all but the sealed box,
 whose ephemeral key is random by design).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,10 +44,18 @@ def _params(model: dict, as_int: bool) -> dict:
 def _vector_task() -> tuple[Identity, Task]:
     coordinator = Identity.from_seed(b"vector-coordinator")
     miner = Identity.from_seed(b"vector-miner")
-    chain = ChainParams(pow_limit=target_for_hashes(4), initial_target=target_for_hashes(64), target_interval_ms=1000, retarget_window=2)
+    chain = ChainParams(
+        pow_limit=target_for_hashes(4), initial_target=target_for_hashes(64), target_interval_ms=1000, retarget_window=2
+    )
     initial = {"W": np.array([[0.25, -0.5, 0.0], [1.0, 0.125, -0.75]], np.float32), "b": np.zeros(3, np.float32)}
-    return coordinator, Task("vectors", coordinator.public.sign_pk, chain, to_fixed(initial, chain.frac_bits), T0,
-                             miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),))
+    return coordinator, Task(
+        "vectors",
+        coordinator.public.sign_pk,
+        chain,
+        to_fixed(initial, chain.frac_bits),
+        T0,
+        miners=(MinerInfo(miner.public.sign_pk, miner.public.box_pk),),
+    )
 
 
 def _signed(raw: bytes) -> dict:
@@ -70,9 +79,15 @@ def _header(header, note: str) -> dict:
         "target": f"{header.target:064x}",
         "meets_target": meets_target(header.hash, header.target),
         "fields": {
-            "version": header.version, "height": header.height, "prev_hash": header.prev_hash.hex(),
-            "task_id": header.task_id.hex(), "merkle_root": header.merkle_root.hex(), "model_hash": header.model_hash.hex(),
-            "miner": header.miner.hex(), "timestamp_ms": header.timestamp_ms, "nonce": header.nonce,
+            "version": header.version,
+            "height": header.height,
+            "prev_hash": header.prev_hash.hex(),
+            "task_id": header.task_id.hex(),
+            "merkle_root": header.merkle_root.hex(),
+            "model_hash": header.model_hash.hex(),
+            "miner": header.miner.hex(),
+            "timestamp_ms": header.timestamp_ms,
+            "nonce": header.nonce,
         },
     }
 
@@ -85,11 +100,22 @@ def generate() -> dict:
     chain = MemoryChain(genesis)
     g = chain.tip
     deltas = [
-        {"W": np.array([[0.5, -0.25, 1e-3], [0.0, 2.0, -1.5]], np.float32), "b": np.array([0.1, -0.1, 0.0], np.float32)},
-        {"W": np.array([[-0.5, 0.75, 3e-3], [0.25, -1.0, 1.5]], np.float32), "b": np.array([0.2, 0.3, -0.4], np.float32)},
+        {
+            "W": np.array([[0.5, -0.25, 1e-3], [0.0, 2.0, -1.5]], np.float32),
+            "b": np.array([0.1, -0.1, 0.0], np.float32),
+        },
+        {
+            "W": np.array([[-0.5, 0.75, 3e-3], [0.25, -1.0, 1.5]], np.float32),
+            "b": np.array([0.2, 0.3, -0.4], np.float32),
+        },
     ]
-    certs = [issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=T0 + 10**10, name=f"device-{i}") for i, d in enumerate(devices)]
-    updates = [make_update(devices[i], task, certs[i], g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))]
+    certs = [
+        issue_certificate(coordinator, task, d.public, quota=1000, expires_ms=T0 + 10**10, name=f"device-{i}")
+        for i, d in enumerate(devices)
+    ]
+    updates = [
+        make_update(devices[i], task, certs[i], g.hash, n, deltas[i], T0 + 1000 + i) for i, n in enumerate((30, 10))
+    ]
     block1 = build_block(identity=miner, task=task, chain=chain, parent=g, updates=updates, now_ms=T0 + 2000)
     s1 = chain.add(block1, now=T0 + 2000)
     block2 = build_block(identity=miner, task=task, chain=chain, parent=s1, updates=[], now_ms=T0 + 3000)
@@ -106,19 +132,29 @@ def generate() -> dict:
     base = task.initial_model
     cases = [
         [(30, deltas[0]), (10, deltas[1])],
-        [(1, {"W": np.full((2, 3), 2.0**-25, np.float32), "b": np.array([2.0**-24, -(2.0**-24), 3 * 2.0**-25], np.float32)}),
-         (1, {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)})],
+        [
+            (
+                1,
+                {
+                    "W": np.full((2, 3), 2.0**-25, np.float32),
+                    "b": np.array([2.0**-24, -(2.0**-24), 3 * 2.0**-25], np.float32),
+                },
+            ),
+            (1, {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}),
+        ],
         [(7, deltas[1])],
     ]
     for case in cases:
         result = fedavg(base, case, frac)
-        aggregation.append({
-            "frac_bits": frac,
-            "base": _params(base, True),
-            "updates": [{"n": n, "delta": _params(d, False)} for n, d in case],
-            "result": _params(result, True),
-            "model_hash": model_hash(result, frac).hex(),
-        })
+        aggregation.append(
+            {
+                "frac_bits": frac,
+                "base": _params(base, True),
+                "updates": [{"n": n, "delta": _params(d, False)} for n, d in case],
+                "result": _params(result, True),
+                "model_hash": model_hash(result, frac).hex(),
+            }
+        )
         base = result
 
     leaves = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
@@ -130,9 +166,18 @@ def generate() -> dict:
             _header(s2.header, "block 2, mined, no updates"),
             _header(hard, "block 2 with target 2^240 and nonce 0: not mined"),
         ],
-        "merkle": [{"leaves": [x.hex() for x in leaves[:n]], "root": merkle_root(leaves[:n]).hex()} for n in (0, 1, 2, 3, 5, 8)],
+        "merkle": [
+            {"leaves": [x.hex() for x in leaves[:n]], "root": merkle_root(leaves[:n]).hex()} for n in (0, 1, 2, 3, 5, 8)
+        ],
         "aggregation": aggregation,
-        "seal": [{"box_sk": bytes(sealer.box_key).hex(), "box_pk": sealer.public.box_pk.hex(), "sealed": sealed.hex(), "plaintext": plaintext.hex()}],
+        "seal": [
+            {
+                "box_sk": bytes(sealer.box_key).hex(),
+                "box_pk": sealer.public.box_pk.hex(),
+                "sealed": sealed.hex(),
+                "plaintext": plaintext.hex(),
+            }
+        ],
         "canonical_cbor": [
             {"value": v, "cbor": codec.encode(v).hex()}
             for v in [0, 23, 24, -1, 2**32, "update", {"b": 1, "a": [1, 2]}, {"ts": 1, "base": 2}, 1.5, 0.1]

@@ -1,4 +1,5 @@
 """The compiled train-step graphs: correct gradients, optimizers, standard operators only, and training that works."""
+
 import json
 import subprocess
 import sys
@@ -30,10 +31,14 @@ def step_runner(package):
 
     def run(params, x, y, lr):
         feeds = {**params, **{s: np.zeros(m["state_shapes"][s], np.float32) for s in m["state"]}}
-        feeds |= {m["inputs"]["features"]: x, m["inputs"]["labels"]: package.labels(y), m["inputs"]["learning_rate"]: np.array(lr, np.float32)}
+        feeds |= {
+            m["inputs"]["features"]: x,
+            m["inputs"]["labels"]: package.labels(y),
+            m["inputs"]["learning_rate"]: np.array(lr, np.float32),
+        }
         names = [m["outputs"]["loss"]] + [m["outputs"]["new_params"][p] for p in m["params"]]
         out = session.run(names, feeds)
-        return float(out[0]), dict(zip(m["params"], out[1:]))
+        return float(out[0]), dict(zip(m["params"], out[1:], strict=True))
 
     return run
 
@@ -46,25 +51,35 @@ def check_gradients(package, rng, n=8, coords=12, eps=1e-3):
     y = labels_for(m["loss"], n, m["num_outputs"], rng)
     _, stepped = run(params, x, y, 1.0)
     for p in m["params"]:
-        analytic = params[p].astype(np.float64) - stepped[p]   # lr = 1: new = p - grad
+        analytic = params[p].astype(np.float64) - stepped[p]  # lr = 1: new = p - grad
         flat = params[p].reshape(-1)
         for i in rng.choice(flat.size, min(coords, flat.size), replace=False):
-            def loss_at(delta):
+
+            def loss_at(delta, p=p, i=i):
                 moved = {k: v.copy() for k, v in params.items()}
                 moved[p].reshape(-1)[i] += delta
                 return run(moved, x, y, 0.0)[0]
+
             numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-            assert abs(numeric - analytic.reshape(-1)[i]) <= 2e-3 + 2e-2 * abs(numeric), (p, i, numeric, analytic.reshape(-1)[i])
+            assert abs(numeric - analytic.reshape(-1)[i]) <= 2e-3 + 2e-2 * abs(numeric), (
+                p,
+                i,
+                numeric,
+                analytic.reshape(-1)[i],
+            )
 
 
-@pytest.mark.parametrize("spec, loss", [
-    ("mlp:5-4-3:relu", "cross-entropy"),
-    ("mlp:5-4-3-3:tanh", "cross-entropy"),
-    ("mlp:5-4-3:sigmoid", "mse"),
-    ("logreg:5-3", "mse"),
-    ("mlp:5-4-2:tanh", "binary-cross-entropy"),
-    ("logreg:6-1", "binary-cross-entropy"),
-])
+@pytest.mark.parametrize(
+    "spec, loss",
+    [
+        ("mlp:5-4-3:relu", "cross-entropy"),
+        ("mlp:5-4-3-3:tanh", "cross-entropy"),
+        ("mlp:5-4-3:sigmoid", "mse"),
+        ("logreg:5-3", "mse"),
+        ("mlp:5-4-2:tanh", "binary-cross-entropy"),
+        ("logreg:6-1", "binary-cross-entropy"),
+    ],
+)
 def test_zoo_gradients_match_finite_differences(tmp_path, spec, loss):
     check_gradients(build_package(tmp_path, spec, loss, seed=1), np.random.default_rng(0))
 
@@ -72,7 +87,9 @@ def test_zoo_gradients_match_finite_differences(tmp_path, spec, loss):
 def custom_forward(initializers=True, transB=1, extra_op=None):
     """A user model: MatMul + Add + Identity, then Gemm with transB, optionally an unsupported op."""
     rng = np.random.default_rng(3)
-    w1, b1, w2, b2 = (rng.standard_normal(s).astype(np.float32) * 0.5 for s in [(5, 4), (4,), (3, 4) if transB else (4, 3), (3,)])
+    w1, b1, w2, b2 = (
+        rng.standard_normal(s).astype(np.float32) * 0.5 for s in [(5, 4), (4,), (3, 4) if transB else (4, 3), (3,)]
+    )
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h"]),
         helper.make_node("Add", ["h", "b1"], ["hb"]),
@@ -84,7 +101,9 @@ def custom_forward(initializers=True, transB=1, extra_op=None):
         nodes.append(helper.make_node(extra_op, ["out"], ["out2"]))
     values = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
     graph = helper.make_graph(
-        nodes, "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        nodes,
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
         [helper.make_tensor_value_info("out2" if extra_op else "out", TensorProto.FLOAT, ["N", 3])],
         initializer=[numpy_helper.from_array(v, k) for k, v in values.items()],
     )
@@ -106,8 +125,11 @@ def test_unsupported_operator_is_named(tmp_path):
         build_from_model(tmp_path, model, {}, loss="cross-entropy", optimizer=Optimizer(), model_name="custom")
     path = tmp_path / "user.onnx"
     onnx.save(model, path)
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "model", "build", "--model", str(path), "--out", str(tmp_path / "p")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "model", "build", "--model", str(path), "--out", str(tmp_path / "p")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Softsign" in result.stderr and not (tmp_path / "p").exists()
 
 
@@ -150,10 +172,33 @@ def all_domains(graph):
 
 def test_cli_build_writes_a_package_of_standard_operators(tmp_path):
     out = tmp_path / "pkg"
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "model", "build", "--model", "mlp:64-32-10", "--loss",
-                             "cross-entropy", "--optimizer", "sgd", "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "model",
+            "build",
+            "--model",
+            "mlp:64-32-10",
+            "--loss",
+            "cross-entropy",
+            "--optimizer",
+            "sgd",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in out.iterdir()} >= {"forward.onnx", "train_step.onnx", "train_epoch.onnx", "params.npz", "manifest.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "forward.onnx",
+        "train_step.onnx",
+        "train_epoch.onnx",
+        "params.npz",
+        "manifest.json",
+    }
     for name in ("train_step.onnx", "train_epoch.onnx", "forward.onnx"):
         model = onnx.load(out / name)
         onnx.checker.check_model(model, full_check=True)
@@ -180,14 +225,18 @@ def test_manifest_alone_drives_the_step(tmp_path):
     names = [m["outputs"]["loss"]] + [m["outputs"]["new_params"][p] for p in m["params"]]
     loss, *new = session.run(names, feeds)
     assert np.isclose(loss, np.log(10), rtol=1e-5)  # zero weights: uniform prediction
-    assert any(not np.array_equal(a, params[p]) for a, p in zip(new, m["params"]))
+    assert any(not np.array_equal(a, params[p]) for a, p in zip(new, m["params"], strict=True))
 
 
 def test_fused_epoch_equals_per_step(tmp_path, digits):
     x, _, y, _ = digits
     package = build_package(tmp_path, optimizer="adam")
-    per_step = make_trainer(package, "portable").fit(package.initial_params(), x[:500], y[:500], epochs=2, batch_size=48, learning_rate=0.01, seed=3)
-    fused = make_trainer(package, "fused").fit(package.initial_params(), x[:500], y[:500], epochs=2, batch_size=48, learning_rate=0.01, seed=3)
+    per_step = make_trainer(package, "portable").fit(
+        package.initial_params(), x[:500], y[:500], epochs=2, batch_size=48, learning_rate=0.01, seed=3
+    )
+    fused = make_trainer(package, "fused").fit(
+        package.initial_params(), x[:500], y[:500], epochs=2, batch_size=48, learning_rate=0.01, seed=3
+    )
     assert per_step.steps == fused.steps == 2 * 11
     for p in per_step.params:
         np.testing.assert_allclose(fused.params[p], per_step.params[p], rtol=1e-6, atol=1e-7)
@@ -199,7 +248,9 @@ def test_mlp_reaches_95_percent_on_digits(tmp_path, digits):
     package = build_package(tmp_path, "mlp:64-32-10", optimizer="sgd")
     trainer = make_trainer(package, "auto")
     assert trainer.backend == "portable"
-    result = trainer.fit(package.initial_params(), x_train, y_train, epochs=30, batch_size=32, learning_rate=0.1, seed=0)
+    result = trainer.fit(
+        package.initial_params(), x_train, y_train, epochs=30, batch_size=32, learning_rate=0.1, seed=0
+    )
     assert result.epoch_losses[-1] < result.epoch_losses[0] / 5
     evaluation = trainer.evaluate(result.params, x_test, y_test)
     assert evaluation.accuracy >= 0.95, evaluation
@@ -224,12 +275,26 @@ def test_device_environment_trains_portable_without_onnx_or_torch(tmp_path, digi
     x, _, y, _ = digits
     package = build_package(tmp_path / "pkg")
     np.savez(tmp_path / "data.npz", x=x[:400], y=y[:400])
-    result = subprocess.run([str(sdk_python), "-c", DEVICE_SCRIPT, str(tmp_path / "pkg"), str(tmp_path / "data.npz"), str(tmp_path / "out.npz")],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            str(sdk_python),
+            "-c",
+            DEVICE_SCRIPT,
+            str(tmp_path / "pkg"),
+            str(tmp_path / "data.npz"),
+            str(tmp_path / "out.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["backend"] == "portable" and report["present"] == []
-    here = make_trainer(package, "portable").fit(package.initial_params(), x[:400], y[:400], epochs=2, batch_size=32, learning_rate=0.1, seed=5)
+    here = make_trainer(package, "portable").fit(
+        package.initial_params(), x[:400], y[:400], epochs=2, batch_size=32, learning_rate=0.1, seed=5
+    )
     there = np.load(tmp_path / "out.npz")
     for p in here.params:
         np.testing.assert_allclose(there[p], here.params[p], rtol=1e-5, atol=1e-6)
@@ -245,14 +310,22 @@ generate(sys.argv[1])
 package = ModelPackage.load(sys.argv[1])
 data = np.load(sys.argv[2])
 trainer = make_trainer(package, "auto")
-result = trainer.fit(package.initial_params(), data["x"], data["y"], epochs=3, batch_size=32, learning_rate=float(sys.argv[4]), seed=11)
+result = trainer.fit(
+    package.initial_params(), data["x"], data["y"], epochs=3, batch_size=32, learning_rate=float(sys.argv[4]), seed=11
+)
 np.savez(sys.argv[3], **result.params)
 print(json.dumps({"backend": trainer.backend, "losses": result.epoch_losses}))
 """
 
 
-@pytest.mark.parametrize("spec, loss, lr", [("mlp:64-32-10", "cross-entropy", 0.1), ("mlp:64-16-10:tanh", "mse", 0.05),
-                                            ("logreg:64-1", "binary-cross-entropy", 0.1)])
+@pytest.mark.parametrize(
+    "spec, loss, lr",
+    [
+        ("mlp:64-32-10", "cross-entropy", 0.1),
+        ("mlp:64-16-10:tanh", "mse", 0.05),
+        ("logreg:64-1", "binary-cross-entropy", 0.1),
+    ],
+)
 def test_portable_equals_official_training_api(tmp_path, digits, ort_python, spec, loss, lr):
     """Same start, data order and SGD settings: the official API and the portable graph agree."""
     x, _, y, _ = digits
@@ -264,12 +337,28 @@ def test_portable_equals_official_training_api(tmp_path, digits, ort_python, spe
     package = build_package(tmp_path / "pkg", spec, loss, "sgd", seed=2)
     np.savez(tmp_path / "data.npz", x=x, y=y)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([str(ort_python), "-c", OFFICIAL_SCRIPT, str(tmp_path / "pkg"), str(tmp_path / "data.npz"), str(tmp_path / "out.npz"), str(lr)],
-                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            str(ort_python),
+            "-c",
+            OFFICIAL_SCRIPT,
+            str(tmp_path / "pkg"),
+            str(tmp_path / "data.npz"),
+            str(tmp_path / "out.npz"),
+            str(lr),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "ort-training"
-    portable = make_trainer(package, "portable").fit(package.initial_params(), x, y, epochs=3, batch_size=32, learning_rate=lr, seed=11)
+    portable = make_trainer(package, "portable").fit(
+        package.initial_params(), x, y, epochs=3, batch_size=32, learning_rate=lr, seed=11
+    )
     official = np.load(tmp_path / "out.npz")
     for p in portable.params:
         np.testing.assert_allclose(official[p], portable.params[p], rtol=1e-4, atol=1e-5, err_msg=p)

@@ -8,7 +8,11 @@ from edge_sdk.protocol import codec
 from edge_sdk.protocol.errors import ProtocolError, Reason
 
 plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64) + 1, 2**64 - 1) | st.binary(max_size=64) | st.text(max_size=16)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64) + 1, 2**64 - 1)
+    | st.binary(max_size=64)
+    | st.text(max_size=16)
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
@@ -35,16 +39,16 @@ def test_garbage_is_a_typed_error_or_canonical(data):
 
 def test_non_canonical_forms_are_refused():
     non_canonical = [
-        bytes.fromhex("1817"),            # 23 in a two-byte form
+        bytes.fromhex("1817"),  # 23 in a two-byte form
         bytes.fromhex("a2616201616101"),  # map keys out of order
-        bytes.fromhex("0102"),            # trailing byte
-        bytes.fromhex("fa3fc00000"),      # 1.5 as float32 where float16 suffices
-        bytes.fromhex("5f4161ff"),        # indefinite length
-        bytes.fromhex("c11a00000001"),    # a tag
-        bytes.fromhex("f7"),              # undefined
+        bytes.fromhex("0102"),  # trailing byte
+        bytes.fromhex("fa3fc00000"),  # 1.5 as float32 where float16 suffices
+        bytes.fromhex("5f4161ff"),  # indefinite length
+        bytes.fromhex("c11a00000001"),  # a tag
+        bytes.fromhex("f7"),  # undefined
         bytes.fromhex("a2616101616102"),  # duplicate key
-        bytes.fromhex("a10101"),          # integer map key
-        bytes.fromhex("f97e00"),          # NaN
+        bytes.fromhex("a10101"),  # integer map key
+        bytes.fromhex("f97e00"),  # NaN
     ]
     for data in non_canonical:
         with pytest.raises(ProtocolError) as info:

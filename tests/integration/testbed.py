@@ -1,5 +1,6 @@
 """A real federation for tests: a task, a Mosquitto on a free loopback port, miner and device
 processes started and killed by PID, and MQTT clients with any node's credentials."""
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,32 @@ from edge_sdk.transport.topics import Topics
 class Testbed:
     __test__ = False  # a helper, not a test class
 
-    def __init__(self, root: Path, *, miners: int = 2, devices: int = 3, min_updates: int | None = None, max_wait_ms: int = 4000,
-                 samples: int = 60, initial_hashes: int = 2000):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        miners: int = 2,
+        devices: int = 3,
+        min_updates: int | None = None,
+        max_wait_ms: int = 4000,
+        samples: int = 60,
+        initial_hashes: int = 2000,
+    ):
         self.root = root
         self.port = broker.free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.miner_ids = [Identity.generate() for _ in range(miners)]
         for i, m in enumerate(self.miner_ids):
             m.save(root / f"m{i}" / "identity")
-        self.task = init_task(root / "task", miners=[m.public for m in self.miner_ids], name="test",
-                              training=TrainingParams(2, 16, 0.1), rounds=RoundRules(min_updates or devices, max_wait_ms),
-                              initial_hashes=initial_hashes, target_interval_ms=2000)
+        self.task = init_task(
+            root / "task",
+            miners=[m.public for m in self.miner_ids],
+            name="test",
+            training=TrainingParams(2, 16, 0.1),
+            rounds=RoundRules(min_updates or devices, max_wait_ms),
+            initial_hashes=initial_hashes,
+            target_interval_ms=2000,
+        )
         self.topics = Topics(self.task.id)
         for i, m in enumerate(self.miner_ids):
             enroll_miner(root / "task", m.public, broker_url=self.url, out=root / f"m{i}")
@@ -50,7 +66,14 @@ class Testbed:
             identity.save(root / f"d{i}" / "identity")
             part = slice(i * samples, (i + 1) * samples)
             np.savez(root / f"d{i}" / "data.npz", x=x[part], y=y[part])
-            enroll_device(root / "task", identity.public, broker_url=self.url, out=root / f"d{i}" / "bundle", quota=1000, name=f"d{i}")
+            enroll_device(
+                root / "task",
+                identity.public,
+                broker_url=self.url,
+                out=root / f"d{i}" / "bundle",
+                quota=1000,
+                name=f"d{i}",
+            )
             self.device_ids.append(identity)
         self.observer = add_observer(root / "task")
         self.genesis = (root / "task" / "genesis.block").read_bytes()
@@ -63,20 +86,56 @@ class Testbed:
 
     def start_miner(self, i: int) -> subprocess.Popen:
         m = self.root / f"m{i}"
-        return self._spawn(f"m{i}", ["-m", "coordinator.cli", "miner", "run", "--identity", str(m / "identity"), "--genesis",
-                                     str(m / "genesis.block"), "--broker-config", str(m / "broker.json"), "--db", str(m / "chain.db"), "--verbose"])
+        return self._spawn(
+            f"m{i}",
+            [
+                "-m",
+                "coordinator.cli",
+                "miner",
+                "run",
+                "--identity",
+                str(m / "identity"),
+                "--genesis",
+                str(m / "genesis.block"),
+                "--broker-config",
+                str(m / "broker.json"),
+                "--db",
+                str(m / "chain.db"),
+                "--verbose",
+            ],
+        )
 
     def start_device(self, i: int, miner_index: int | None = None, python: list[str] | None = None) -> subprocess.Popen:
         """`python`: another interpreter command (an emulated arm64 one, say) instead of this one."""
         d = self.root / f"d{i}"
-        return self._spawn(f"d{i}", ["-m", "edge_sdk.cli", "run", "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
-                                     "--data", str(d / "data.npz"), "--state", str(d / "state"), "--backend", "portable",
-                                     "--miner-index", str(i % len(self.miner_ids) if miner_index is None else miner_index)], python)
+        return self._spawn(
+            f"d{i}",
+            [
+                "-m",
+                "edge_sdk.cli",
+                "run",
+                "--bundle",
+                str(d / "bundle"),
+                "--identity",
+                str(d / "identity"),
+                "--data",
+                str(d / "data.npz"),
+                "--state",
+                str(d / "state"),
+                "--backend",
+                "portable",
+                "--miner-index",
+                str(i % len(self.miner_ids) if miner_index is None else miner_index),
+            ],
+            python,
+        )
 
     def _spawn(self, name: str, args: list[str], python: list[str] | None = None) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "ab")
         # cwd: the node imports the installed package, not this checkout's sources
-        process = subprocess.Popen([*(python or [sys.executable]), *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(
+                [*(python or [sys.executable]), *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            )
         self.processes[name] = process
         return process
 
@@ -104,7 +163,7 @@ class Testbed:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}")
 
-    def client(self, username: str, password: str) -> "Client":
+    def client(self, username: str, password: str) -> Client:
         return Client(self.port, username, password)
 
     def close(self) -> None:
@@ -128,7 +187,11 @@ class Client:
         self.acks: dict[int, int] = {}
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{username}-{os.getpid()}-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"test-{username}-{os.getpid()}-{time.monotonic_ns()}",
+            protocol=mqtt.MQTTv5,
+        )
         self.c.username_pw_set(username, password)
         self.c.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else self.connected.set()
         self.c.on_message = lambda c, u, m: self._got(m.topic, bytes(m.payload))

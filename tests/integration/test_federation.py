@@ -1,4 +1,5 @@
 """The federation for real: Mosquitto, miner and device processes, faults by SIGKILL."""
+
 import json
 import os
 import signal
@@ -42,8 +43,29 @@ def tip_of_miner(bed, i):
 
 def test_emulate_runs_a_federation_to_a_report(tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "4", "--miners", "2", "--rounds", "3",
-                             "--seed", "2", "--max-wait-ms", "4000", "--out", str(out)], capture_output=True, text=True, timeout=200)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "emulate",
+            "--devices",
+            "4",
+            "--miners",
+            "2",
+            "--rounds",
+            "3",
+            "--seed",
+            "2",
+            "--max-wait-ms",
+            "4000",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] and len(report["rounds"]) == 3
@@ -78,19 +100,29 @@ def test_miner_rejects_bad_updates_each_with_its_reason(bed_factory):
     valid = envelope.seal(miner.box_pk, device_update(bed, 0, genesis_hash))
     assert d0.publish(topic(0), valid) == 0
     bed.wait(lambda: bed.metrics(0).get("counters", {}).get("updates_accepted") == 1, 10, "the valid update")
-    assert d0.publish(topic(0), valid) == 0                                           # replayed
+    assert d0.publish(topic(0), valid) == 0  # replayed
     forged = bytearray(device_update(bed, 0, genesis_hash))
-    forged[-200] ^= 1                                                                  # a changed delta byte
+    forged[-200] ^= 1  # a changed delta byte
     assert d0.publish(topic(0), envelope.seal(miner.box_pk, bytes(forged))) == 0
-    stale = device_update(bed, 0, bytes(32))                                           # based on a block that is not the tip
+    stale = device_update(bed, 0, bytes(32))  # based on a block that is not the tip
     assert d0.publish(topic(0), envelope.seal(miner.box_pk, stale)) == 0
     nan = {p: np.full(s, np.nan, np.float32) for p, s in bed.task.shapes.items()}
     assert d1.publish(topic(1), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash, delta=nan))) == 0
-    impostor = Identity.generate()                                                     # not enrolled: a self-made certificate
+    impostor = Identity.generate()  # not enrolled: a self-made certificate
     fake_cert = issue_certificate(impostor, bed.task, impostor.public, quota=10**6, expires_ms=now_ms() + 10**6)
-    assert d1.publish(topic(1), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash, identity=impostor, cert=fake_cert))) == 0
+    assert (
+        d1.publish(
+            topic(1),
+            envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash, identity=impostor, cert=fake_cert)),
+        )
+        == 0
+    )
     expected = {"replay": 1, "bad_signature": 1, "stale_base": 1, "non_finite": 1, "bad_cert": 1}
-    bed.wait(lambda: bed.metrics(0).get("rejections") == expected, 10, f"rejections {expected}, got {bed.metrics(0).get('rejections')}")
+    bed.wait(
+        lambda: bed.metrics(0).get("rejections") == expected,
+        10,
+        f"rejections {expected}, got {bed.metrics(0).get('rejections')}",
+    )
     # the device hears why, so it can act (a stale base means: catch up and train again)
     bed.wait(lambda: len(d0.messages) >= 3, 10, "rejection notices")
     reasons = sorted(sync.parse_rejection(p, bed.task).reason for _, p in d0.messages)
@@ -120,7 +152,7 @@ def test_broker_refuses_devices_publishing_blocks_or_other_devices_updates(bed_f
 def chain_hashes(bed, i):
     """Best-chain (height, block, model hash) the device recorded, for blocks on its final tip."""
     lines = (bed.root / f"d{i}" / "state" / "model_hashes.jsonl").read_text().splitlines()
-    return {json.loads(l)["block"]: json.loads(l)["model_hash"] for l in lines}
+    return {json.loads(line)["block"]: json.loads(line)["model_hash"] for line in lines}
 
 
 def settle(bed, miner=0, timeout=30) -> str:
@@ -158,7 +190,7 @@ def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
     for i in range(3):
         bed.start_device(i)
     bed.wait(lambda: min(tip_of_miner(bed, i) for i in range(2)) >= 1, 60, "the first round")
-    bed.kill("d2")                                                 # offline for rounds: the others go on without it
+    bed.kill("d2")  # offline for rounds: the others go on without it
     start = tip_of_miner(bed, 0)
     bed.wait(lambda: tip_of_miner(bed, 0) >= start + 2, 60, "two rounds without d2")
     bed.start_device(2)
@@ -180,7 +212,7 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
     for i in range(3):
         bed.start_device(i)
     bed.wait(lambda: tip_of_miner(bed, 1) >= 1, 60, "the first round")
-    bed.kill("m1")                                                 # SIGKILL while devices train for the next round
+    bed.kill("m1")  # SIGKILL while devices train for the next round
     killed_at = tip_of_miner(bed, 1)
     survivor = bed.task.miners[0].node_id
     # d1 preferred m1: the broker publishes m1's last will ("offline") and d1 switches to m0
@@ -207,7 +239,9 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
     chain = MemoryChain(bed.genesis)
     genesis = chain.tip
     a = build_block(identity=bed.miner_ids[0], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms())
-    b = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms() + 1)
+    b = build_block(
+        identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms() + 1
+    )
     sa, sb = chain.add(a), chain.add(b)
     m0, m1 = (bed.client(*bed.credentials(f"m{i}")) for i in range(2))
     assert m0.publish(bed.topics.block(bed.task.miners[0].node_id), a) == 0
@@ -229,12 +263,19 @@ def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
     bed.wait(lambda: tip_of_miner(bed, 0) >= 3, 60, "three blocks before the late joiner")
     bed.start_device(1)
     bed.wait(lambda: bed.device_status(1).get("tip_height", 0) >= 3, 60, "the late joiner to catch up")
-    bed.wait(lambda: bed.device_status(1).get("counters", {}).get("updates_sent", 0) >= 1, 60, "the late joiner's first update")
+    bed.wait(
+        lambda: bed.device_status(1).get("counters", {}).get("updates_sent", 0) >= 1,
+        60,
+        "the late joiner's first update",
+    )
     late = bed.device_ids[1].public.node_id
 
     def rewarded():
-        out = subprocess.run([sys.executable, "-m", "coordinator.cli", "chain", "balances", str(bed.root / "m0" / "chain.db")],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "coordinator.cli", "chain", "balances", str(bed.root / "m0" / "chain.db")],
+            capture_output=True,
+            text=True,
+        ).stdout
         return any(line.split()[0] == late and int(line.split()[1]) > 0 for line in out.splitlines())
 
     bed.wait(rewarded, 60, "a block that includes the late joiner's update (a data reward)")
@@ -242,9 +283,13 @@ def test_a_late_joiner_adopts_a_verified_snapshot_and_takes_part(bed_factory):
     bed.close()
     import sqlite3
 
-    rows = sqlite3.connect(bed.root / "d1" / "state" / "chain.db").execute("SELECT height, length(raw) FROM blocks ORDER BY height").fetchall()
+    rows = (
+        sqlite3.connect(bed.root / "d1" / "state" / "chain.db")
+        .execute("SELECT height, length(raw) FROM blocks ORDER BY height")
+        .fetchall()
+    )
     assert any(size == 0 for h, size in rows if h > 0), "the late joiner did not use a snapshot"
-    lines = [json.loads(l) for l in (bed.root / "d1" / "state" / "model_hashes.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (bed.root / "d1" / "state" / "model_hashes.jsonl").read_text().splitlines()]
     from edge_sdk.chain.store import ChainStore
 
     miner_chain = {h.hash.hex(): h for h in ChainStore(bed.root / "m0" / "chain.db").best_chain()}
@@ -286,12 +331,14 @@ def test_nodes_survive_a_broker_restart(bed_factory):
     for i in range(2):
         bed.start_device(i)
     bed.wait(lambda: tip_of_miner(bed, 0) >= 2, 60, "two rounds")
-    broker.stop(bed.broker)                                      # the broker goes away (persistence on)
+    broker.stop(bed.broker)  # the broker goes away (persistence on)
     time.sleep(2)
     bed.broker, _ = broker.start(bed.root / "broker", bed.root / "task" / "broker", port=bed.port)
     before = tip_of_miner(bed, 0)
     bed.wait(lambda: tip_of_miner(bed, 0) >= before + 2, 60, "rounds after the broker came back (nodes reconnect)")
-    bed.wait(lambda: min(bed.device_status(i).get("tip_height", 0) for i in range(2)) >= before + 2, 30, "devices to follow")
+    bed.wait(
+        lambda: min(bed.device_status(i).get("tip_height", 0) for i in range(2)) >= before + 2, 30, "devices to follow"
+    )
 
 
 def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
@@ -302,7 +349,9 @@ def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
     bed.wait(lambda: bed.metrics(0), 20, "the miner to start")
     target = bed.device_ids[1].public
     d1 = bed.client(*bed.credentials("d1"))
-    notice = revoke_device(bed.root / "task", target.node_id)    # registry, passwd and acl rewritten; broker not yet reloaded
+    notice = revoke_device(
+        bed.root / "task", target.node_id
+    )  # registry, passwd and acl rewritten; broker not yet reloaded
     config = coordinator_broker(bed.root / "task", bed.url)
     coordinator = bed.client(config.username, config.password)
     coordinator.c.publish(bed.topics.revocations, notice, qos=1, retain=True).wait_for_publish(5)
@@ -310,20 +359,42 @@ def test_a_revoked_device_is_refused_by_miners_and_by_the_broker(bed_factory):
     miner = bed.task.miners[0]
     genesis_hash = MemoryChain(bed.genesis).tip.hash
     # the broker still lets d1 publish: the miners refuse its update on their own
-    assert d1.publish(bed.topics.update(miner.node_id, target.node_id), envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash))) == 0
+    assert (
+        d1.publish(
+            bed.topics.update(miner.node_id, target.node_id),
+            envelope.seal(miner.box_pk, device_update(bed, 1, genesis_hash)),
+        )
+        == 0
+    )
     bed.wait(lambda: bed.metrics(0).get("rejections", {}).get("revoked") == 1, 10, "a revoked rejection")
-    os.kill(bed.broker.pid, signal.SIGHUP)                         # reload: mosquitto drops the revoked user
+    os.kill(bed.broker.pid, signal.SIGHUP)  # reload: mosquitto drops the revoked user
     time.sleep(1)
     with pytest.raises(AssertionError):
-        bed.client(*bed.credentials("d1"))                        # and refuses it from then on
-    d0 = bed.client(*bed.credentials("d0"))                       # others are unaffected
+        bed.client(*bed.credentials("d1"))  # and refuses it from then on
+    d0 = bed.client(*bed.credentials("d0"))  # others are unaffected
     d0.close()
 
 
 def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
     out = tmp_path / "interrupted"
-    run = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "3", "--miners", "2", "--rounds", "50",
-                            "--out", str(out)], stdout=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "emulate",
+            "--devices",
+            "3",
+            "--miners",
+            "2",
+            "--rounds",
+            "50",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "round 1/" not in run.stdout.readline():
         pass
@@ -332,7 +403,26 @@ def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split() == []
     late = tmp_path / "too-slow"
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "2", "--miners", "1", "--rounds", "100",
-                             "--timeout", "8", "--out", str(late)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "emulate",
+            "--devices",
+            "2",
+            "--miners",
+            "1",
+            "--rounds",
+            "100",
+            "--timeout",
+            "8",
+            "--out",
+            str(late),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "timed out" in result.stdout
     assert json.loads((late / "report.json").read_text())["ok"] is False

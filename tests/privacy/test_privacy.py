@@ -1,4 +1,5 @@
 """Packed Paillier and differential privacy."""
+
 import json
 import math
 import subprocess
@@ -38,7 +39,10 @@ def rounds(draw):
     k = draw(st.integers(1, 8))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    return [(int(rng.integers(1, 501)), {n: rng.uniform(-1.5, 1.5, s).astype(np.float32) for n, s in SHAPES.items()}) for _ in range(k)]
+    return [
+        (int(rng.integers(1, 501)), {n: rng.uniform(-1.5, 1.5, s).astype(np.float32) for n, s in SHAPES.items()})
+        for _ in range(k)
+    ]
 
 
 @given(rounds())
@@ -48,7 +52,7 @@ def test_decrypted_aggregate_is_the_exact_weighted_integer_sum(updates):
     cts = [[int.from_bytes(c, "big") for c in paillier.encrypt_update(d, n, SHAPES, pk)] for n, d in updates]
     sums = paillier.Decryptor(PRIVATE, pk).sums(paillier.aggregate(cts, pk), VALUES)
     quantized = [slots.quantize(slots.flatten(d, SHAPES), pk) for _, d in updates]
-    exact = [sum(n * q[i] for (n, _), q in zip(updates, quantized)) for i in range(VALUES)]
+    exact = [sum(n * q[i] for (n, _), q in zip(updates, quantized, strict=True)) for i in range(VALUES)]
     assert sums == exact
     # and the fixed-point mean is the clipped float mean within one quantization step
     total = sum(n for n, _ in updates)
@@ -60,10 +64,13 @@ def test_decrypted_aggregate_is_the_exact_weighted_integer_sum(updates):
 def test_the_largest_possible_round_cannot_overflow_a_slot():
     pk = packing()
     top = (1 << pk.precision) - 1
-    worst = pk.max_updates * pk.max_quota * top                 # every update at full quota, every value at the top
+    worst = pk.max_updates * pk.max_quota * top  # every update at full quota, every value at the top
     assert worst < 1 << pk.slot_bits
     ones = {n: np.full(s, 1.0, np.float32) for n, s in SHAPES.items()}
-    cts = [[int.from_bytes(c, "big") for c in paillier.encrypt_update(ones, pk.max_quota, SHAPES, pk)] for _ in range(pk.max_updates)]
+    cts = [
+        [int.from_bytes(c, "big") for c in paillier.encrypt_update(ones, pk.max_quota, SHAPES, pk)]
+        for _ in range(pk.max_updates)
+    ]
     sums = paillier.Decryptor(PRIVATE, pk).sums(paillier.aggregate(cts, pk), VALUES)
     assert sums == [worst] * VALUES
 
@@ -75,9 +82,17 @@ def test_configurations_that_could_overflow_are_refused(tmp_path):
         packing(max_quota=2**20, max_updates=4096)
     from coordinator.task.setup import enroll_device, init_task
 
-    init_task(tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100)
+    init_task(
+        tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100
+    )
     with pytest.raises(ValueError, match="max_quota"):
-        enroll_device(tmp_path / "task", Identity.generate().public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "b", quota=101)
+        enroll_device(
+            tmp_path / "task",
+            Identity.generate().public,
+            broker_url="mqtt://127.0.0.1:1",
+            out=tmp_path / "b",
+            quota=101,
+        )
 
 
 def test_miners_check_ciphertext_count_and_range_without_the_key():
@@ -92,7 +107,7 @@ def test_miners_check_ciphertext_count_and_range_without_the_key():
         with pytest.raises(ProtocolError) as info:
             slots.parse_ciphertexts(value, VALUES, pk)
         assert info.value.reason is reason
-    multiple_of_p = (int(PRIVATE.p) * 7).to_bytes(pk.ciphertext_bytes, "big")   # not in Z*_{n^2}
+    multiple_of_p = (int(PRIVATE.p) * 7).to_bytes(pk.ciphertext_bytes, "big")  # not in Z*_{n^2}
     with pytest.raises(ProtocolError):
         slots.parse_ciphertexts([multiple_of_p] + good[1:], VALUES, pk)
 
@@ -129,7 +144,9 @@ def test_dp_clips_to_the_norm_and_adds_calibrated_noise():
     norm = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in clipped.values()))
     assert norm == pytest.approx(2.0, rel=1e-5)
     small = {"a": np.full(4, 0.1, np.float32)}
-    assert np.allclose(clip_and_noise(small, clip=2.0, noise_multiplier=0.0, rng=rng)["a"], 0.1)  # below the clip: unchanged
+    assert np.allclose(
+        clip_and_noise(small, clip=2.0, noise_multiplier=0.0, rng=rng)["a"], 0.1
+    )  # below the clip: unchanged
     noisy = clip_and_noise({"a": np.zeros(200_000, np.float32)}, clip=2.0, noise_multiplier=0.5, rng=rng)["a"]
     assert np.std(noisy) == pytest.approx(1.0, rel=0.02)
 
@@ -143,9 +160,32 @@ def test_accountant_epsilon_grows_with_rounds_and_calibration_inverts_it():
 
 
 def emulate(out, privacy, extra=()):
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "6", "--miners", "2", "--rounds", "3",
-                             "--seed", "4", "--max-wait-ms", "6000", "--privacy", privacy, *extra, "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "emulate",
+            "--devices",
+            "6",
+            "--miners",
+            "2",
+            "--rounds",
+            "3",
+            "--seed",
+            "4",
+            "--max-wait-ms",
+            "6000",
+            "--privacy",
+            privacy,
+            *extra,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "report.json").read_text())
 

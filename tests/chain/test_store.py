@@ -16,7 +16,9 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 
 
 def blockfl(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_blocks_and_tip_survive_reopening(fed, tmp_path):
@@ -65,7 +67,8 @@ def test_kill_9_in_the_middle_of_writes_loses_nothing_committed(tmp_path):
     for round_ in range(3):
         writer = subprocess.Popen(
             [sys.executable, "-m", "coordinator.cli", "chain", "demo", str(db), "--blocks", "500", "--devices", "3"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         seen = 0
         deadline = time.monotonic() + 60
@@ -136,7 +139,10 @@ def test_chain_verify_catches_a_mined_block_with_a_wrong_model_hash(demo_db):
     block = Block.parse(raw, 1 << 30)
     forged_header = search_nonce(dataclasses.replace(block.header, model_hash=bytes(32)))
     forged = seal_block(miner, forged_header, block.update_bytes)
-    conn.execute("UPDATE blocks SET raw = ?, hash = ?, header = ? WHERE hash = ?", (forged, forged_header.hash, forged_header.encode(), block_hash))
+    conn.execute(
+        "UPDATE blocks SET raw = ?, hash = ?, header = ? WHERE hash = ?",
+        (forged, forged_header.hash, forged_header.encode(), block_hash),
+    )
     conn.execute("UPDATE blocks SET prev = ? WHERE prev = ?", (forged_header.hash, block_hash))
     conn.commit()
     conn.close()

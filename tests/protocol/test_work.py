@@ -29,17 +29,19 @@ def kw(**over):
 
 
 def test_retarget_scales_with_time_span():
-    assert next_target(**kw()) == 1 << 200                    # on schedule: unchanged
-    assert next_target(**kw(span_ms=8000)) == 1 << 201        # twice as slow: twice as easy
-    assert next_target(**kw(span_ms=2000)) == 1 << 199        # twice as fast: twice as hard
-    assert next_target(**kw(span_ms=10**9)) == 1 << 202       # clamped to 4x
-    assert next_target(**kw(span_ms=0)) == 1 << 198           # clamped to 1/4
+    assert next_target(**kw()) == 1 << 200  # on schedule: unchanged
+    assert next_target(**kw(span_ms=8000)) == 1 << 201  # twice as slow: twice as easy
+    assert next_target(**kw(span_ms=2000)) == 1 << 199  # twice as fast: twice as hard
+    assert next_target(**kw(span_ms=10**9)) == 1 << 202  # clamped to 4x
+    assert next_target(**kw(span_ms=0)) == 1 << 198  # clamped to 1/4
     assert next_target(**kw(span_ms=10**9, pow_limit=1 << 201)) == 1 << 201
     assert next_target(**kw(height=7, span_ms=None)) == 1 << 200  # not a retarget height
 
 
 @given(st.integers(1, MAX_TARGET), st.integers(-(10**6), 10**9), st.integers(1, 16), st.integers(1, 10**6))
 def test_retarget_stays_within_bounds(parent, span, window, interval):
-    new = next_target(height=window + 2, parent_target=parent, span_ms=span, window=window, interval_ms=interval, pow_limit=MAX_TARGET)
+    new = next_target(
+        height=window + 2, parent_target=parent, span_ms=span, window=window, interval_ms=interval, pow_limit=MAX_TARGET
+    )
     assert 1 <= new <= MAX_TARGET
     assert parent // 4 <= new <= parent * 4

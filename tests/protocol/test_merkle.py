@@ -33,6 +33,6 @@ def test_known_shapes():
 @given(st.lists(st.binary(min_size=32, max_size=32), min_size=2, max_size=12, unique=True), st.data())
 def test_order_and_content_matter(leaves, data):
     i = data.draw(st.integers(0, len(leaves) - 2))
-    swapped = leaves[:i] + [leaves[i + 1], leaves[i]] + leaves[i + 2:]
+    swapped = leaves[:i] + [leaves[i + 1], leaves[i]] + leaves[i + 2 :]
     assert merkle_root(swapped) != merkle_root(leaves)
     assert merkle_root(leaves[:-1]) != merkle_root(leaves)

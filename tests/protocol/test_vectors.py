@@ -1,4 +1,5 @@
 """tests/vectors/protocol.json agrees with the code and with independent implementations."""
+
 import hashlib
 import importlib.util
 import json
@@ -11,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.public import PrivateKey, SealedBox
 
-HERE = pathlib.Path(__file__).parent / "vectors"
+HERE = pathlib.Path(__file__).resolve().parents[1] / "vectors"
 VECTORS = json.loads((HERE / "protocol.json").read_text())
 H = bytes.fromhex
 DOMAIN = b"BLOCKFL-EDGE/envelope\x00"
@@ -54,7 +55,12 @@ def test_headers_hash_and_work(vector):
     f = vector["fields"]
     assert (version, height, ts, nonce) == (f["version"], f["height"], f["timestamp_ms"], f["nonce"])
     assert (prev.hex(), task.hex(), root.hex(), mhash.hex(), miner.hex()) == (
-        f["prev_hash"], f["task_id"], f["merkle_root"], f["model_hash"], f["miner"])
+        f["prev_hash"],
+        f["task_id"],
+        f["merkle_root"],
+        f["model_hash"],
+        f["miner"],
+    )
     assert target.hex() == vector["target"]
 
 
@@ -83,7 +89,7 @@ def test_aggregation_in_python_integers(vector):
         for u in vector["updates"]:
             for i, d in enumerate(u["delta"][name]["values"]):
                 acc[i] += u["n"] * round(d * 2**frac)  # d is a float32 value: d * 2^frac is exact
-        values = [b + (2 * a + total) // (2 * total) for b, a in zip(base["values"], acc)]
+        values = [b + (2 * a + total) // (2 * total) for b, a in zip(base["values"], acc, strict=True)]
         assert values == vector["result"][name]["values"], name
         data = struct.pack(f"<{len(values)}q", *values)
         params[name] = {"dtype": "i8", "shape": base["shape"], "data": data}

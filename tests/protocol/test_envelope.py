@@ -24,7 +24,7 @@ def test_any_changed_byte_is_rejected(body, data):
     wire = envelope.sign(ALICE, "update", body)
     index = data.draw(st.integers(0, len(wire) - 1))
     flip = data.draw(st.integers(1, 255))
-    tampered = wire[:index] + bytes([wire[index] ^ flip]) + wire[index + 1:]
+    tampered = wire[:index] + bytes([wire[index] ^ flip]) + wire[index + 1 :]
     with pytest.raises(ProtocolError):
         envelope.open_envelope(tampered)
 
@@ -98,7 +98,7 @@ def test_seal_round_trip_only_for_the_recipient(message):
 def test_tampered_or_garbage_seal_is_rejected(message, data):
     sealed = envelope.seal(BOB.public.box_pk, message)
     index = data.draw(st.integers(0, len(sealed) - 1))
-    tampered = sealed[:index] + bytes([sealed[index] ^ 1]) + sealed[index + 1:]
+    tampered = sealed[:index] + bytes([sealed[index] ^ 1]) + sealed[index + 1 :]
     with pytest.raises(ProtocolError):
         envelope.unseal(BOB.box_key, tampered)
     with pytest.raises(ProtocolError):

@@ -128,7 +128,9 @@ def test_size_and_count_limits():
     refused(chain, fed.forged(chain, updates=updates), Reason.TOO_LARGE)
     big = make_federation(max_updates=2, max_update_bytes=1 << 16, max_block_bytes=1 << 20)
     chain = big.chain()
-    refused(chain, big.forged(chain, updates=[big.update(i, chain.tip.hash) for i in range(3)]), Reason.TOO_MANY_UPDATES)
+    refused(
+        chain, big.forged(chain, updates=[big.update(i, chain.tip.hash) for i in range(3)]), Reason.TOO_MANY_UPDATES
+    )
 
 
 def test_body_must_be_a_block(fed):
@@ -166,9 +168,19 @@ def test_certificate_rules(fed):
 
     base = fed.chain().tip.hash
     cases = {
-        Reason.BAD_CERT: dict(cert=issue_certificate(fed.devices[1], fed.task, fed.devices[0].public, quota=10**4, expires_ms=now_ms() + 10**6)),
-        Reason.OVER_QUOTA: dict(cert=issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=50, expires_ms=now_ms() + 10**6)),
-        Reason.CERT_EXPIRED: dict(cert=issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=10**4, expires_ms=1000)),
+        Reason.BAD_CERT: dict(
+            cert=issue_certificate(
+                fed.devices[1], fed.task, fed.devices[0].public, quota=10**4, expires_ms=now_ms() + 10**6
+            )
+        ),
+        Reason.OVER_QUOTA: dict(
+            cert=issue_certificate(
+                fed.coordinator, fed.task, fed.devices[0].public, quota=50, expires_ms=now_ms() + 10**6
+            )
+        ),
+        Reason.CERT_EXPIRED: dict(
+            cert=issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=10**4, expires_ms=1000)
+        ),
     }
     for reason, kw in cases.items():
         raw = make_update(fed.devices[0], fed.task, kw["cert"], base, 100, fed.delta(0), now_ms())

@@ -1,10 +1,11 @@
 """The device SDK stands alone: it never imports the server side or server-only libraries."""
+
 import ast
 import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SERVER_ONLY = {"coordinator", "onnx", "sklearn", "matplotlib", "torch"}
 
 
@@ -42,5 +43,5 @@ def test_every_reason_code_is_documented_in_protocol_md():
     from edge_sdk.protocol.errors import Reason
 
     text = (ROOT / "PROTOCOL.md").read_text()
-    table = text[text.index("## 11. Reason codes"):text.index("## 12.")]
+    table = text[text.index("## 11. Reason codes") : text.index("## 12.")]
     assert [r.value for r in Reason if f"| `{r.value}` |" not in table] == []
