@@ -21,6 +21,7 @@ from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import Task
 
 NONCE_LIMIT = 1 << 64
+BLOCK_OVERHEAD = 1024  # envelope, header, signature and CBOR heads around the updates, generously
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,14 @@ class Template:
 def assemble(
     *, miner: bytes, task: Task, chain: ChainView, parent: BlockState, updates: Sequence[Update], now_ms: int
 ) -> Template:
-    """The header of a block on `parent` recording `updates` (parsed and verified by the caller)."""
-    timestamp = max(now_ms, parent.header.timestamp_ms)
+    """The header of a block on `parent` recording `updates` (parsed and verified by the caller).
+
+    The block's time is now, but never before its parent's nor so early that an update admitted
+    a moment ago (dated up to max_skew_ms ahead) falls outside it: a clock stepped back by less
+    than the skew still gives a valid block.
+    """
+    newest = max((u.timestamp_ms for u in updates), default=0)
+    timestamp = max(now_ms, parent.header.timestamp_ms, newest - task.chain.max_skew_ms)
     for update in updates:
         check_update(update, parent.header, timestamp, task)
     commitment, _ = apply_updates(task, parent.model, updates)  # miners never hold the Paillier key
@@ -53,6 +60,18 @@ def assemble(
         target=expected_target(task, parent.header, chain),
     )
     return Template(header, tuple(updates))
+
+
+def fitting(updates: Sequence[Update], task: Task) -> list[Update]:
+    """The longest prefix of `updates` whose block stays within max_updates and max_block_bytes."""
+    budget = task.chain.max_block_bytes - BLOCK_OVERHEAD
+    chosen = []
+    for update in updates[: task.chain.max_updates]:
+        budget -= len(update.envelope.raw) + 8  # the byte string's CBOR head
+        if budget < 0:
+            break
+        chosen.append(update)
+    return chosen
 
 
 def search_nonce(

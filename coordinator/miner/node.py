@@ -20,7 +20,7 @@ from pathlib import Path
 
 from coordinator.miner import policy
 from coordinator.miner.admission import admit
-from coordinator.miner.assembly import Template, assemble, seal, search_nonce
+from coordinator.miner.assembly import Template, assemble, fitting, seal, search_nonce
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.store import ChainStore
@@ -62,6 +62,7 @@ class Miner(Node):
         self.revoked: frozenset[bytes] = frozenset()
         self._mining: threading.Event | None = None  # set() stops the running nonce search
         self._round_started: int | None = None
+        self._refused_tip: bytes | None = None
         me = identity.public.node_id
         t = Topics(task.id)
         super().__init__(
@@ -155,7 +156,9 @@ class Miner(Node):
         if self._mining is not None:
             return
         parent = self.store.tip
-        pooled = self.pool.on_base(parent.hash, self.task.chain.max_updates)
+        if parent.hash == self._refused_tip:
+            return  # our own block on this tip was refused: wait for another tip (see _on_mined)
+        pooled = fitting(self.pool.on_base(parent.hash, self.task.chain.max_updates), self.task)
         if not pooled:
             self._round_started = None
             return
@@ -195,8 +198,13 @@ class Miner(Node):
         if header is None or header.prev_hash != self.store.tip.hash:
             return
         raw = seal(self.identity, header, template)
+        if not self.accept_block(raw, self.me):
+            # an assembly bug: never publish it, and do not mine the same set again on this tip
+            self._refused_tip = header.prev_hash
+            self.count("own_blocks_refused")
+            event(log, logging.ERROR, "own block refused; not published", height=header.height)
+            return
         self.count("blocks_mined")
-        self.accept_block(raw, self.me)
         self.publish(self.topics.block(self.me), raw)
 
     # --- chain ---

@@ -30,7 +30,7 @@ from edge_sdk.privacy.paillier import Decryptor, MaskPool, encrypt_update
 from edge_sdk.privacy.sealed_key import open_private_key
 from edge_sdk.protocol import codec, envelope, sync
 from edge_sdk.protocol.block import make_update
-from edge_sdk.protocol.errors import Reason
+from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import model_hash, to_float
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.training.trainers import make_trainer
@@ -40,6 +40,8 @@ from edge_sdk.transport.topics import ANY, Topics, sender
 log = logging.getLogger("blockfl.device")
 CHAIN_FILE = "chain.db"
 OUTBOX_FILE = "outbox.bin"  # the update awaiting the broker's acknowledgement
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
+RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,9 @@ class Device(Node):
         self.training = False
         self.trained_for: bytes | None = None
         self.unacked: bytes | None = None  # the update to deliver, until the broker acknowledges it
+        self.unacked_base: bytes | None = None
         self.in_flight: int | None = None  # its message id, once published to an online miner
+        self.retry_at = 0.0  # monotonic time before which it is not published again
         self.rejected_by_miners: dict[str, int] = {}
         super().__init__(
             identity=identity,
@@ -129,6 +133,7 @@ class Device(Node):
 
     def after_event(self) -> None:
         self._maybe_train()
+        self._deliver()
 
     def status_details(self) -> dict:
         return {"miner": self.miner.node_id, "rejected_by_miners": dict(self.rejected_by_miners)}
@@ -143,24 +148,20 @@ class Device(Node):
         if node not in self.online:
             return
         self.online[node] = msg.payload == b"online"
-        if node != self.miner.node_id:
-            return
-        if not self.online[node]:
-            self._fail_over()
-        elif self.unacked is not None and self.in_flight is None:
-            self._send(self.unacked)
+        self._choose_miner()
+        self._deliver()
 
-    def _fail_over(self) -> None:
-        alive = [m for m in self.miners if self.online[m.node_id]] or [
-            m for m in self.miners if self.online[m.node_id] is None
-        ]
+    def _choose_miner(self) -> None:
+        """Keep the current miner while it is online, else take the first online one in preference order."""
+        if self.online[self.miner.node_id]:
+            return
+        alive = [m for m in self.miners if self.online[m.node_id]]
         if not alive:
             return
         self.miner = alive[0]
+        self.in_flight = None  # whatever was on its way to the old miner goes to this one
         self.mark_dirty()
         event(log, logging.WARNING, "miner offline; switched", miner=self.miner.node_id)
-        if self.unacked is not None:
-            self._send(self.unacked)
 
     # --- training and updates ---
     def _maybe_train(self) -> None:
@@ -215,38 +216,56 @@ class Device(Node):
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
         write_atomic(self.state / OUTBOX_FILE, done.update)
-        self._send(done.update)
+        self._hold(done.update, done.base)
 
-    def _send(self, update: bytes) -> None:
-        """Publish to the current miner once it is online; until then the update waits (on_presence sends it)."""
-        self.unacked, self.in_flight = update, None
-        if not self.online[self.miner.node_id]:
+    def _hold(self, update: bytes, base: bytes) -> None:
+        self.unacked, self.unacked_base, self.in_flight, self.retry_at = update, base, None, 0.0
+        self._deliver()
+
+    def _drop(self) -> None:
+        self.unacked = self.unacked_base = self.in_flight = None
+        (self.state / OUTBOX_FILE).unlink(missing_ok=True)
+
+    def _deliver(self) -> None:
+        """Publish the held update if it is still for the tip, not on its way, and the miner is online."""
+        if self.unacked is None or self.in_flight is not None or time.monotonic() < self.retry_at:
             return
-        sealed = envelope.seal(self.miner.box_pk, update)
+        if self.unacked_base != self.store.tip.hash:
+            self._drop()  # stale: the next training replaces it
+            return
+        if not self.online[self.miner.node_id]:
+            return  # on_presence delivers it when a miner is online
+        sealed = envelope.seal(self.miner.box_pk, self.unacked)
         try:
-            mid = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
+            self.in_flight = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
         except MessageTooLarge as exc:
             event(log, logging.ERROR, "update too large", detail=str(exc))
-            self.unacked = None
+            self._drop()
             return
-        self.in_flight = mid
         self.count("updates_sent")
 
     def _resend_outbox(self) -> None:
+        """After a restart: the update saved before its acknowledgement, if it is still for the tip."""
         path = self.state / OUTBOX_FILE
         if not path.exists() or self.unacked is not None:
             return
         update = path.read_bytes()
-        body = codec.decode(update)[3]
-        if body.get("base") == self.store.tip.hash:
-            self._send(update)
-            self.trained_for = self.store.tip.hash
+        try:
+            base = codec.decode(update)[3]["base"]
+        except (ProtocolError, IndexError, KeyError, TypeError):
+            base = None  # torn or foreign: nothing to resend
+        if base == self.store.tip.hash:
+            self.trained_for = base
+            self._hold(update, base)
         else:
             path.unlink()
 
     def on_ack(self, ack: Acked) -> None:
-        if self.in_flight is not None and ack.mid == self.in_flight:
-            if ack.reason >= 0x80:
-                event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
-            self.unacked = self.in_flight = None
-            (self.state / OUTBOX_FILE).unlink(missing_ok=True)
+        if self.in_flight is None or ack.mid != self.in_flight:
+            return
+        if ack.reason == NO_MATCHING_SUBSCRIBERS:  # the broker dropped it: the miner is not subscribed yet
+            self.in_flight, self.retry_at = None, time.monotonic() + RETRY_S
+            return
+        if ack.reason >= 0x80:
+            event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
+        self._drop()

@@ -47,9 +47,6 @@ class _Done:
     result: Any
 
 
-_STOP = object()
-
-
 class Node:
     """Event loop, dispatch, block acceptance and sync, counters and status; subclasses add handlers."""
 
@@ -90,29 +87,31 @@ class Node:
         self.status_path = Path(status_path)
         self._dirty = True
         self._status_written = 0.0
+        self._stopping = threading.Event()
 
     # --- lifecycle ---
     def run(self, *, until: float | None = None) -> None:
         """Process events until SIGTERM, `stop()`, or the monotonic deadline `until`."""
         self.conn.start()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            # only set a flag: a signal handler that took the queue's lock could deadlock the loop
+            signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         try:
-            while until is None or time.monotonic() < until:
+            while not self._stopping.is_set() and (until is None or time.monotonic() < until):
                 try:
                     item = self.inbox.get(timeout=self.wait_seconds())
                 except queue.Empty:
                     item = None
-                if item is _STOP:
-                    break
                 self.dispatch(item)
-                self.after_event()
-                self.write_status()
+                self.guarded("after_event", self.after_event)
+                self.guarded("status", self.write_status)
         finally:
             self.close()
 
     def stop(self) -> None:
-        self.inbox.put(_STOP)
+        """Ask the loop to end (from any thread); it finishes the current event first."""
+        self._stopping.set()
+        self.inbox.put(None)  # wake it
 
     def close(self) -> None:
         self.on_close()
@@ -124,11 +123,19 @@ class Node:
         if isinstance(item, Incoming):
             self._on_message(item)
         elif isinstance(item, Connected):
-            self.on_connected()
+            self.guarded("connected", self.on_connected)
         elif isinstance(item, Acked):
-            self.on_ack(item)
+            self.guarded("ack", self.on_ack, item)
         elif isinstance(item, _Done):
-            item.done(item.result)
+            self.guarded("job", item.done, item.result)
+
+    def guarded(self, what: str, fn: Callable, *args) -> None:
+        """Run the node's own step; a failure is logged and counted, and the loop goes on."""
+        try:
+            fn(*args)
+        except Exception:
+            self.count("handler_errors")
+            log.exception("%s failed", what)
 
     def _on_message(self, msg: Incoming) -> None:
         """The one place a peer's message enters a node."""

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_sdk.files import write_private
 
@@ -109,6 +110,7 @@ class Connection:
             self.client.tls_set(ca_certs=config.ca_file, cert_reqs=ssl.CERT_REQUIRED)
         if config.username:
             self.client.username_pw_set(config.username, config.password)
+        self.will = will
         if will:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=5)
@@ -125,8 +127,11 @@ class Connection:
         self.client.loop_start()
 
     def stop(self) -> None:
+        """Disconnect; with a last will, ask the broker to publish it (MQTT 5 reason 0x04), so peers
+        learn of a clean stop as they would of a crash."""
+        reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message") if self.will else None
         try:
-            self.client.disconnect()
+            self.client.disconnect(reasoncode=reason)
         finally:
             self.client.loop_stop()
 

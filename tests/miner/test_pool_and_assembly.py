@@ -3,8 +3,9 @@
 import threading
 
 import pytest
+from conftest import make_federation
 
-from coordinator.miner.assembly import assemble, build_block, search_nonce
+from coordinator.miner.assembly import BLOCK_OVERHEAD, assemble, build_block, fitting, search_nonce
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.memory import MemoryChain
@@ -101,3 +102,35 @@ def test_a_stopped_nonce_search_gives_up(fed):
     stop.set()
     impossible = template.header.__class__(**{**template.header.__dict__, "target": 0})
     assert search_nonce(impossible, stop=stop) is None
+
+
+def test_a_clock_stepped_back_still_assembles_a_valid_block(fed):
+    """An update admitted while dated up to max_skew_ms ahead stays inside the block's time window."""
+    chain = fed.chain()
+    now = now_ms()
+    ahead = Update.parse(fed.update(0, chain.tip.hash, ts=now + fed.task.chain.max_skew_ms), fed.task)
+    stepped_back = now - 5_000
+    template = assemble(
+        miner=fed.miner.public.sign_pk,
+        task=fed.task,
+        chain=chain,
+        parent=chain.tip,
+        updates=[ahead],
+        now_ms=stepped_back,
+    )
+    assert template.header.timestamp_ms == now
+    block = build_block(
+        identity=fed.miner, task=fed.task, chain=chain, parent=chain.tip, updates=[ahead], now_ms=stepped_back
+    )
+    assert chain.add(block, now=now).header.height == 1
+
+
+def test_assembly_takes_only_what_fits_in_a_block(fed):
+    chain = fed.chain()
+    updates = [Update.parse(fed.update(i, chain.tip.hash), fed.task) for i in range(4)]
+    size = len(updates[0].envelope.raw)
+    small = make_federation(max_block_bytes=BLOCK_OVERHEAD + 2 * (size + 8), max_update_bytes=size + 100).task
+    assert len(fitting(updates, small)) == 2
+    capped = make_federation(max_updates=3).task
+    assert len(fitting(updates, capped)) == 3
+    assert fitting(updates, fed.task) == updates

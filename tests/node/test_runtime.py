@@ -17,7 +17,7 @@ from edge_sdk.node.status import Status, device_status_path, miner_status_path
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import RoundRules, TrainingParams
-from edge_sdk.transport.mqtt import BrokerConfig, Incoming
+from edge_sdk.transport.mqtt import Acked, BrokerConfig, Incoming
 
 NOWHERE = BrokerConfig("mqtt://127.0.0.1:1")
 
@@ -106,30 +106,43 @@ def test_the_miner_mines_when_its_round_is_full(tmp_path):
     node.store.close()
 
 
-def test_a_device_holds_its_update_until_its_miner_is_online(tmp_path, digits):
-    miner_id = Identity.from_seed(b"runtime-miner")
-    init_task(tmp_path / "task", miners=[miner_id.public], training=TrainingParams(1, 16, 0.1))
+def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_listened(tmp_path, digits):
+    preferred, other = Identity.from_seed(b"runtime-miner-a"), Identity.from_seed(b"runtime-miner-b")
+    init_task(tmp_path / "task", miners=[preferred.public, other.public], training=TrainingParams(1, 16, 0.1))
     device_id = Identity.from_seed(b"runtime-device")
-    enroll_device(
-        tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=tmp_path / "bundle", quota=1000
-    )
+    bundle = tmp_path / "bundle"
+    enroll_device(tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=bundle, quota=1000)
     x, _, y, _ = digits
-    device = Device(
-        bundle=Bundle(tmp_path / "bundle"), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state"
-    )
+    device = Device(bundle=Bundle(bundle), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state")
+    a, b = preferred.public.node_id, other.public.node_id
+    presence = device.topics.presence
     try:
         device.after_event()  # trains on genesis in the background
         item = device.inbox.get(timeout=60)
         assert isinstance(item, _Done)
         device.dispatch(item)
-        assert device.unacked is not None and device.counters["updates_sent"] == 0  # miner not heard from yet
-        miner = miner_id.public.node_id
-        device.dispatch(Incoming(device.topics.presence(miner), b"online"))
-        assert device.counters["updates_sent"] == 1 and device.in_flight is not None
+        assert device.unacked is not None and device.counters["updates_sent"] == 0  # no miner heard from yet
         assert (tmp_path / "state" / "outbox.bin").read_bytes() == device.unacked
+
+        device.dispatch(Incoming(presence(b), b"online"))  # the preferred miner never came: use the one that did
+        assert device.miner.node_id == b and device.counters["updates_sent"] == 1
+
+        device.dispatch(Acked(device.in_flight, 0x10))  # accepted, but nobody was subscribed: keep it
+        assert device.unacked is not None and device.in_flight is None
+        device.retry_at = 0.0
+        device.after_event()
+        assert device.counters["updates_sent"] == 2
+
+        device.dispatch(Incoming(presence(a), b"online"))  # the current miner is online: stay with it
+        assert device.miner.node_id == b
+        device.dispatch(Incoming(presence(b), b"offline"))  # it goes: fail over, and send there
+        assert device.miner.node_id == a and device.counters["updates_sent"] == 3
+
+        device.dispatch(Acked(device.in_flight, 0))
+        assert device.unacked is None and not (tmp_path / "state" / "outbox.bin").exists()
         device.write_status(force=True)
         status = Status.read(device_status_path(tmp_path / "state"))
-        assert status.role == "device" and status.details["miner"] == miner and status.counters["updates_sent"] == 1
+        assert status.role == "device" and status.details["miner"] == a and status.counters["updates_sent"] == 3
         assert np.isfinite(status.counters["train_seconds"])
     finally:
         device.store.close()
