@@ -31,8 +31,9 @@ from edge_sdk.node.runtime import Node
 from edge_sdk.node.status import miner_status_path
 from edge_sdk.protocol import codec, envelope, sync
 from edge_sdk.protocol.block import Header, Update
+from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import encode_model
-from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.identity import Identity, node_id
 from edge_sdk.protocol.revocations import parse_revocations
 from edge_sdk.transport.mqtt import BrokerConfig, Incoming
 from edge_sdk.transport.topics import ANY, Topics, sender
@@ -213,8 +214,8 @@ class Miner(Node):
 
     def on_sync_request(self, msg: Incoming) -> None:
         request = sync.parse_request(msg.payload, self.task)
-        if not msg.response_topic or not msg.response_topic.startswith(self.topics.reply("")):
-            return
+        if msg.response_topic != self.topics.reply(node_id(request.requester)):  # no reflection onto others
+            raise ProtocolError(Reason.BAD_BODY, "a sync answer goes only to the requester's own reply topic")
         best = self.store.best_chain()
         hashes = [h.hash for h in best]
         if sync.wants_snapshot(request, hashes) and not self.task.privacy.encrypted:

@@ -65,6 +65,8 @@ def check_update(update: Update, parent: Header, block_time_ms: int, task: Task)
     """Chain-state rules for one update in a block on `parent` (signature and shape already checked)."""
     if update.base != parent.hash:
         raise ProtocolError(Reason.STALE_BASE, f"update base {update.base.hex()[:16]} is not the parent")
+    if block_time_ms > update.cert.expires_ms:  # the receiver's time of the round, not only the update's own
+        raise ProtocolError(Reason.CERT_EXPIRED, "the certificate expired before this round")
     skew = task.chain.max_skew_ms
     if not parent.timestamp_ms - skew <= update.timestamp_ms <= block_time_ms + skew:
         raise ProtocolError(Reason.BAD_TIMESTAMP, "update time is outside [parent - skew, block + skew]")

@@ -17,6 +17,10 @@ import numpy as np
 from edge_sdk.protocol.errors import ProtocolError, Reason
 
 MAX_DEPTH = 16
+INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # CBOR major types 0 and 1
+MAX_ITEMS = 1 << 16  # data items in one decoded value (a byte string counts as one, whatever its length)
+_SIMPLE_OK = (20, 21, 22)  # false, true, null
+_FLOATS = (25, 26, 27)  # half, single, double
 
 # Wire dtype names -> numpy little-endian dtypes. Arrays travel as raw little-endian bytes.
 DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
@@ -35,6 +39,7 @@ def decode(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(Reason.BAD_ENCODING, "not bytes")
     data = bytes(data)
+    scan(data)  # before any object is built: the allowed subset, bounded, in one linear pass
     try:
         value = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH)
     except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
@@ -45,10 +50,75 @@ def decode(data: bytes) -> Any:
     return value
 
 
+def scan(data: bytes) -> None:
+    """Check the item structure of `data` without building values: well-formed, only the allowed
+    items (no tags, so no bignums, shared values or string references; no indefinite lengths, no
+    `undefined` or other simple values), at most MAX_DEPTH levels and MAX_ITEMS items, nothing
+    after the value. One pass, constant work per item; byte and text strings are skipped by length.
+    """
+    n, pos, items = len(data), 0, 0
+    pending = [1]  # items still to read at each open level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if pos >= n:
+            raise ProtocolError(Reason.BAD_ENCODING, "truncated")
+        head = data[pos]
+        pos += 1
+        items += 1
+        if items > MAX_ITEMS:
+            raise ProtocolError(Reason.BAD_ENCODING, f"more than {MAX_ITEMS} items")
+        major, info = head >> 5, head & 31
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            width = 1 << (info - 24)
+            if pos + width > n:
+                raise ProtocolError(Reason.BAD_ENCODING, "truncated")
+            arg = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:
+            raise ProtocolError(Reason.BAD_ENCODING, "indefinite length or reserved value")
+        if major <= 1:  # unsigned and negative integers
+            continue
+        if major <= 3:  # byte and text strings
+            if arg > n - pos:
+                raise ProtocolError(Reason.BAD_ENCODING, "truncated")
+            pos += arg
+        elif major <= 5:  # arrays and maps: every item takes at least one byte
+            count = arg if major == 4 else 2 * arg
+            if count > n - pos:
+                raise ProtocolError(Reason.BAD_ENCODING, "truncated")
+            if len(pending) > MAX_DEPTH:
+                raise ProtocolError(Reason.BAD_ENCODING, "nested too deeply")
+            pending.append(count)
+        elif major == 6:
+            raise ProtocolError(Reason.BAD_ENCODING, "tags are not allowed")
+        elif not (info in _SIMPLE_OK or info in _FLOATS):
+            raise ProtocolError(Reason.BAD_ENCODING, "only false, true, null and floats are allowed")
+    if pos != n:
+        raise ProtocolError(Reason.BAD_ENCODING, "bytes after the value")
+
+
+def show(value: Any, limit: int = 40) -> str:
+    """A short rendering of a peer's value for an error message, whatever it is."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too large to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_plain(value: Any, depth: int, *, encoding: bool) -> None:
     if depth > MAX_DEPTH:
         raise _err(encoding, "nested too deeply")
-    if value is None or isinstance(value, (bool, int, bytes, str)):
+    if value is None or isinstance(value, (bool, bytes, str)):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:  # would need a bignum tag
+            raise _err(encoding, "integer outside [-2^64, 2^64 - 1]")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -91,7 +161,7 @@ def decode_array(value: Any, *, max_elements: int = 1 << 26) -> np.ndarray:
     shape = value["shape"]
     data = value["data"]
     if dtype is None:
-        raise ProtocolError(Reason.BAD_BODY, f"unknown dtype {value['dtype']!r}")
+        raise ProtocolError(Reason.BAD_BODY, f"unknown dtype {show(value['dtype'])}")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_NDIM

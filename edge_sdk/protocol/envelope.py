@@ -70,9 +70,9 @@ def open_envelope(data: bytes, *, expect: str | None = None, max_bytes: int = DE
         raise ProtocolError(Reason.BAD_ENCODING, "envelope must be an array of 5")
     version, msg_type, signer, body, signature = value
     if version != VERSION or isinstance(version, bool):
-        raise ProtocolError(Reason.BAD_VERSION, f"version {version!r}, expected {VERSION}")
+        raise ProtocolError(Reason.BAD_VERSION, f"version {codec.show(version)}, expected {VERSION}")
     if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
-        raise ProtocolError(Reason.UNKNOWN_TYPE, repr(msg_type)[:40])
+        raise ProtocolError(Reason.UNKNOWN_TYPE, codec.show(msg_type))
     if expect is not None and msg_type != expect:
         raise ProtocolError(Reason.WRONG_TYPE, f"{msg_type}, expected {expect}")
     if not isinstance(signer, bytes) or len(signer) != 32:

@@ -21,6 +21,7 @@ MAX_LOCATOR = 64
 MAX_SYNC_BLOCKS = 64
 MAX_REQUEST_BYTES = 8192
 MAX_REJECTION_BYTES = 4096
+_REASONS = frozenset(r.value for r in Reason)
 
 
 def locator(best_chain_hashes: list[bytes]) -> list[bytes]:
@@ -162,7 +163,10 @@ def _rejection(env: envelope.Envelope, task: Task) -> Rejection:
         raise ProtocolError(Reason.BAD_BODY, "rejection must have exactly task (this one), digest, reason, tip")
     if task.miner(env.signer) is None:
         raise ProtocolError(Reason.BAD_MINER, "rejection from a node outside the miner set")
-    return Rejection(env.signer, body["digest"], str(body["reason"]), body["tip"])
+    if not all(isinstance(body[k], bytes) and len(body[k]) == 32 for k in ("digest", "tip")):
+        raise ProtocolError(Reason.BAD_BODY, "digest and tip must be 32 bytes")
+    reason = body["reason"] if body["reason"] in _REASONS else "unknown"  # a code this node does not know
+    return Rejection(env.signer, body["digest"], reason, body["tip"])
 
 
 def parse_reply(raw: bytes, task: Task) -> Response | Rejection:

@@ -293,6 +293,8 @@ class Task:
         files = value["model_files"]
         if not isinstance(files, dict) or not all(isinstance(v, bytes) and len(v) == 32 for v in files.values()):
             raise ProtocolError(Reason.BAD_BODY, "model_files must map file names to SHA-256 digests")
+        if not all(_plain_file_name(name) for name in files):  # a device opens these names in its package
+            raise ProtocolError(Reason.BAD_BODY, "model_files names must be plain file names (no paths)")
         chain = ChainParams.from_wire(value["chain"])
         model, frac_bits = decode_model(value["model"])
         if frac_bits != chain.frac_bits:
@@ -302,6 +304,8 @@ class Task:
         privacy = Privacy.from_wire(value["privacy"])
         if privacy.encrypted and chain.max_updates > privacy.packing.max_updates:
             raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
+        if privacy.encrypted and not -chain.frac_bits <= privacy.packing.clip_exp <= chain.delta_bits:
+            raise ProtocolError(Reason.BAD_BODY, "paillier clip_exp must be in [-frac_bits, delta_bits]")
         return cls(
             value["name"],
             value["coordinator"],
@@ -315,3 +319,12 @@ class Task:
             dict(files),
             privacy,
         )
+
+
+def _plain_file_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 64
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\\0")
+    )
