@@ -94,3 +94,16 @@ def test_replay_is_refused_before_any_signature_work(fed):
     sealed = envelope.seal(fed.miner.public.box_pk, garbage)
     v = verdict(fed, sealed, seen=[hashlib.sha256(garbage).digest()])
     assert v.error.reason is Reason.REPLAY
+
+
+def test_an_expired_certificate_is_refused_even_with_a_back_dated_update(fed):
+    """Finding 8: the expiry check used only the update's own timestamp, which its sender chooses."""
+    from edge_sdk.protocol.block import make_update
+    from edge_sdk.protocol.cert import issue_certificate
+
+    now = now_ms()
+    cert = issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=1000, expires_ms=now - 1000)
+    tip = fed.chain().tip
+    back_dated = make_update(fed.devices[0], fed.task, cert, tip.hash, 10, fed.delta(0), now - 2000)
+    v = verdict(fed, envelope.seal(fed.miner.public.box_pk, back_dated), now=now)
+    assert v.error.reason is Reason.CERT_EXPIRED

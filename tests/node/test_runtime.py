@@ -14,7 +14,7 @@ from edge_sdk.node.bundle import Bundle
 from edge_sdk.node.device import Device
 from edge_sdk.node.runtime import _Done
 from edge_sdk.node.status import Status, device_status_path, miner_status_path
-from edge_sdk.protocol import envelope
+from edge_sdk.protocol import envelope, sync
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import RoundRules, TrainingParams
 from edge_sdk.transport.mqtt import Acked, BrokerConfig, Incoming
@@ -65,6 +65,25 @@ def test_an_update_is_admitted_pooled_and_forwarded_once(tmp_path):
     assert node.rejections == {"replay": 1}
     assert node.counters["bytes_out"] > len(sealed)  # and the device is told why
     node.store.close()
+
+
+def test_sync_answers_go_only_to_the_requesters_own_reply_topic(fed, miner):
+    """Finding 7: a device could name another node's reply topic and reflect answers at it (1400x)."""
+    requester = fed.devices[0]
+    request = sync.make_request(requester, fed.task, [miner.store.tip.hash])
+    victim = miner.topics.reply("victim")
+    miner.dispatch(Incoming(miner.topics.sync(miner.me), request, response_topic=victim, correlation=b"1"))
+    assert miner.rejections == {"bad_body": 1} and miner.counters["bytes_out"] == 0
+    own = miner.topics.reply(requester.public.node_id)
+    miner.dispatch(Incoming(miner.topics.sync(miner.me), request, response_topic=own, correlation=b"2"))
+    assert miner.counters["bytes_out"] > 0  # answered
+
+
+def test_a_malformed_rejection_is_counted_and_the_node_goes_on(fed, miner):
+    """Finding 4: parse_rejection ran outside any try and crashed the receiving node."""
+    notice = envelope.sign(fed.miner, "rejection", {"task": fed.task.id, "digest": 1, "reason": 2, "tip": 3})
+    message(miner, miner.topics.reply(miner.me), notice)
+    assert miner.rejections == {"bad_body": 1} and miner.counters["handler_errors"] == 0
 
 
 def test_a_block_moves_the_tip_and_the_status_file_says_so(fed, miner):
