@@ -80,6 +80,7 @@ class Node:
             subscriptions=[t.block(ANY), t.head(ANY), t.reply(self.me), *subscriptions],
             will=(t.presence(self.me), b"offline"),
             online=(t.presence(self.me), b"online"),
+            ack_when_handled=True,
         )
         self.inbox: queue.Queue = self.conn.inbox
         self.counters: Counter = Counter()
@@ -138,7 +139,14 @@ class Node:
             log.exception("%s failed", what)
 
     def _on_message(self, msg: Incoming) -> None:
-        """The one place a peer's message enters a node."""
+        """The one place a peer's message enters a node. It is acknowledged to the broker only after
+        its handler ran (stored, refused or ignored): a node killed before that gets it again."""
+        try:
+            self._handle(msg)
+        finally:
+            self.conn.ack(msg)
+
+    def _handle(self, msg: Incoming) -> None:
         self.count("bytes_in", len(msg.payload))
         handler = self.handlers.get(self.topics.kind(msg.topic))
         if handler is None:

@@ -70,6 +70,8 @@ class Incoming:
     payload: bytes
     response_topic: str | None = None
     correlation: bytes | None = None
+    mid: int = 0  # for the acknowledgement (QoS 1)
+    qos: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,21 @@ class Connection:
         will: tuple[str, bytes] | None = None,
         online: tuple[str, bytes] | None = None,
         persistent: bool = True,
+        ack_when_handled: bool = False,
     ):
         """`persistent`: a session the broker keeps for SESSION_EXPIRY_S while the node is away, so
-        QoS 1 messages wait for it; off for one-shot clients."""
+        QoS 1 messages wait for it; off for one-shot clients. `ack_when_handled`: the caller
+        acknowledges each message with `ack` once it has handled it, so a caller that dies in
+        between gets it again from its session (paho would acknowledge when the callback returns)."""
         self.config = config
         self.persistent = persistent
         self.inbox: queue.Queue = queue.Queue()
         self.subscriptions = subscriptions
         self.online = online
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.manual_ack = ack_when_handled
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=ack_when_handled
+        )
         url = urlparse(config.url)
         if url.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"broker url {config.url!r}: expected mqtt://host:port or mqtts://host:port")
@@ -134,6 +142,11 @@ class Connection:
             self.client.disconnect(reasoncode=reason)
         finally:
             self.client.loop_stop()
+
+    def ack(self, message: Incoming) -> None:
+        """Acknowledge a handled message (QoS 1); safe to call from the node's thread."""
+        if self.manual_ack and message.qos > 0:
+            self.client.ack(message.mid, message.qos)
 
     def publish(
         self,
@@ -178,7 +191,7 @@ class Connection:
         props = message.properties
         response = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
-        self.inbox.put(Incoming(message.topic, bytes(message.payload), response, correlation))
+        self.inbox.put(Incoming(message.topic, bytes(message.payload), response, correlation, message.mid, message.qos))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self.inbox.put(Acked(mid, int(reason_code.value) if hasattr(reason_code, "value") else int(reason_code)))

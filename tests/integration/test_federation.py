@@ -231,7 +231,9 @@ def test_a_miner_killed_mid_round_restarts_resyncs_and_the_federation_completes(
 
 
 def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
-    bed = bed_factory(miners=2, devices=1, min_updates=5, max_wait_ms=600_000)  # miners never mine on their own here
+    # miners never mine on their own here; m2 is in the miner set but not running: the test publishes as m2
+    # (a broker that ties client ids to usernames would disconnect a running miner whose credentials it used)
+    bed = bed_factory(miners=3, devices=1, min_updates=5, max_wait_ms=600_000)
     for i in range(2):
         bed.start_miner(i)
     bed.start_device(0)
@@ -243,16 +245,17 @@ def test_competing_blocks_from_two_miners_converge_on_one_chain(bed_factory):
         identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=genesis, updates=[], now_ms=now_ms() + 1
     )
     sa, sb = chain.add(a), chain.add(b)
-    m0, m1 = (bed.client(*bed.credentials(f"m{i}")) for i in range(2))
-    assert m0.publish(bed.topics.block(bed.task.miners[0].node_id), a) == 0
-    assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), b) == 0
+    relay = bed.client(*bed.credentials("m2"))  # any miner may relay any miner's block
+    on_m2 = bed.topics.block(bed.task.miners[2].node_id)
+    assert relay.publish(on_m2, a) == 0
+    assert relay.publish(on_m2, b) == 0
     winner = min(sa.hash, sb.hash).hex()
     tips = lambda: [bed.metrics(i).get("tip") for i in range(2)] + [bed.device_status(0).get("tip")]
     bed.wait(lambda: tips() == [winner] * 3, 30, f"every node on the lower-hash block; tips {tips()}")
     loser = sb if winner == sa.hash.hex() else sa
     c = build_block(identity=bed.miner_ids[1], task=bed.task, chain=chain, parent=loser, updates=[], now_ms=now_ms())
     sc = chain.add(c)
-    assert m1.publish(bed.topics.block(bed.task.miners[1].node_id), c) == 0
+    assert relay.publish(on_m2, c) == 0
     bed.wait(lambda: tips() == [sc.hash.hex()] * 3, 30, f"every node reorganised onto the longer branch; tips {tips()}")
 
 
