@@ -140,6 +140,8 @@ class Miner(Node):
         )
         if not verdict.admitted:
             self.reject(verdict.error.reason, verdict.error.detail, source=source)
+            if verdict.digest is not None:
+                self.pool.refuse(verdict.digest, verdict.error.reason.value)  # audit trail
             if notify and verdict.digest is not None:
                 notice = sync.make_rejection(self.identity, self.task, verdict.digest, verdict.error.reason, tip.hash)
                 self.publish(self.topics.reply(notify), notice)

@@ -1,6 +1,7 @@
 """The miner's pool: verified updates waiting for a block, and the digests of updates already in one.
 
 Stored in the miner's chain database (tables `pool` and `included`), so a restart keeps both.
+Tables `admitted` and `refused` are an append-only audit trail (benchmarks/chaos.py reads them).
 The parsed, verified `Update` of each pooled entry stays in memory, so mining and validating
 blocks that carry pooled updates never check their signatures again; after a restart the pool
 is parsed (and so verified) once when first read.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from pathlib import Path
 
 from edge_sdk.chain.database import Database
+from edge_sdk.clock import now_ms
 from edge_sdk.protocol.block import Update
 from edge_sdk.protocol.task import Task
 
@@ -21,6 +24,10 @@ CREATE TABLE IF NOT EXISTS pool (
 );
 CREATE INDEX IF NOT EXISTS pool_by_round ON pool(base, device);
 CREATE TABLE IF NOT EXISTS included (digest BLOB NOT NULL, block BLOB NOT NULL, PRIMARY KEY (digest, block));
+CREATE TABLE IF NOT EXISTS admitted (
+    digest BLOB PRIMARY KEY, base BLOB NOT NULL, device BLOB NOT NULL, ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refused (digest BLOB NOT NULL, reason TEXT NOT NULL, ms INTEGER NOT NULL);
 """
 
 
@@ -46,7 +53,12 @@ class Pool:
         row = (update.digest, update.base, update.device, update.envelope.raw, received_ms)
         with self.db.transaction():
             self.db.execute("INSERT INTO pool VALUES (?, ?, ?, ?, ?)", row)
+            self.db.execute("INSERT OR IGNORE INTO admitted VALUES (?, ?, ?, ?)", (*row[:3], received_ms))  # audit
         self.parsed[update.digest] = update
+
+    def refuse(self, digest: bytes, reason: str) -> None:
+        """Audit trail: this miner refused the update with this digest."""
+        self.db.execute("INSERT INTO refused VALUES (?, ?, ?)", (digest, reason, now_ms()))
 
     def on_base(self, base: bytes, limit: int) -> list[Update]:
         """Pooled updates on `base`, oldest first (ties by digest), at most `limit`."""
@@ -70,6 +82,15 @@ class Pool:
         with self.db.transaction():
             self.db.execute("DELETE FROM pool WHERE base != ?", (base,))
         self.parsed = {d: u for d, u in self.parsed.items() if u.base == base}
+
+
+def read_audit(db_path: str | Path) -> tuple[list[tuple[bytes, bytes, bytes, int]], list[tuple[bytes, str, int]]]:
+    """A miner database's audit trail, read-only: admitted (digest, base, device, ms), refused (digest, reason, ms)."""
+    db = Database(db_path, readonly=True)
+    try:
+        return db.execute("SELECT * FROM admitted").fetchall(), db.execute("SELECT * FROM refused").fetchall()
+    finally:
+        db.close()
 
 
 class _Round:

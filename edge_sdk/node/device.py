@@ -24,7 +24,7 @@ from edge_sdk.files import write_atomic
 from edge_sdk.node.bundle import Bundle
 from edge_sdk.node.logs import event
 from edge_sdk.node.runtime import Node
-from edge_sdk.node.status import ModelHashLog, device_status_path
+from edge_sdk.node.status import DeliveryLog, ModelHashLog, device_status_path
 from edge_sdk.privacy.dp import clip_and_noise
 from edge_sdk.privacy.paillier import Decryptor, MaskPool, encrypt_update
 from edge_sdk.privacy.sealed_key import open_private_key
@@ -92,6 +92,7 @@ class Device(Node):
         self.online: dict[str, bool | None] = {m.node_id: None for m in self.miners}
         self.miner = self.miners[0]
         self.hashes = ModelHashLog(self.state)
+        self.delivered = DeliveryLog(self.state)  # audit trail: updates the broker acknowledged
         self.training = False
         self.trained_for: bytes | None = None
         self.unacked: bytes | None = None  # the update to deliver, until the broker acknowledges it
@@ -268,4 +269,6 @@ class Device(Node):
             return
         if ack.reason >= 0x80:
             event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
+        else:
+            self.delivered.append(hashlib.sha256(self.unacked).digest(), self.unacked_base, now_ms())
         self._drop()

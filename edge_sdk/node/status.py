@@ -1,4 +1,4 @@
-"""A node's status file and a device's model-hash log: written by the nodes, read by operators,
+"""A node's status file, a device's model-hash and delivery logs: written by the nodes, read by operators,
 tests and the emulator. This module is the only one that knows their paths and fields.
 
 status (JSON, replaced atomically):
@@ -16,6 +16,7 @@ from edge_sdk.files import write_atomic
 
 DEVICE_STATUS_FILE = "status.json"
 MODEL_HASHES_FILE = "model_hashes.jsonl"
+DELIVERED_FILE = "delivered.jsonl"
 
 
 def device_status_path(state_dir: str | Path) -> Path:
@@ -70,3 +71,26 @@ class ModelHashLog:
             entry = json.loads(line)
             seen[entry["block"]] = entry["model_hash"]
         return seen
+
+
+class DeliveryLog:
+    """Audit trail: one line per update the broker acknowledged (digest, base, ms); benchmarks/chaos.py reads it."""
+
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / DELIVERED_FILE
+
+    def append(self, digest: bytes, base: bytes, ms: int) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"digest": digest.hex(), "base": base.hex(), "ms": ms}) + "\n")
+
+    def read(self) -> list[dict]:
+        """Every entry; a line torn by a kill is skipped."""
+        if not self.path.exists():
+            return []
+        entries = []
+        for line in self.path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+        return entries

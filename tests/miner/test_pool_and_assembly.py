@@ -6,7 +6,7 @@ import pytest
 from conftest import make_federation
 
 from coordinator.miner.assembly import BLOCK_OVERHEAD, assemble, build_block, fitting, search_nonce
-from coordinator.miner.pool import Pool
+from coordinator.miner.pool import Pool, read_audit
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block
@@ -33,6 +33,15 @@ def test_the_pool_orders_by_arrival_and_knows_what_it_holds(fed, tmp_path):
     assert fed.devices[0].public.sign_pk in pool.devices_on(base)
     assert fed.devices[3].public.sign_pk not in pool.devices_on(base)
     assert fed.devices[0].public.sign_pk not in pool.devices_on(bytes(32))
+
+
+def test_the_pool_keeps_an_audit_trail_of_admitted_and_refused_updates(fed, tmp_path):
+    chain, pool, updates = pooled(fed, tmp_path)
+    pool.refuse(b"r" * 32, "stale_base")
+    pool.keep_only(bytes(32))  # the pool forgets; the audit trail does not
+    admitted, refused = read_audit(tmp_path / "pool.db")
+    assert {(d, b, dev) for d, b, dev, _ in admitted} == {(u.digest, u.base, u.device) for u in updates}
+    assert [(d, r) for d, r, _ in refused] == [(b"r" * 32, "stale_base")]
 
 
 def test_the_pool_survives_a_restart_and_reverifies_once(fed, tmp_path):

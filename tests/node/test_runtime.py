@@ -2,18 +2,21 @@
 SQLite files and ONNX Runtime; their MQTT clients are never connected, so what they publish only
 shows up in the byte counters."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from conftest import make_federation
 
 from coordinator.miner.assembly import build_block
 from coordinator.miner.node import Miner
+from coordinator.miner.pool import read_audit
 from coordinator.task.setup import enroll_device, init_task
 from edge_sdk.clock import now_ms
 from edge_sdk.node.bundle import Bundle
 from edge_sdk.node.device import Device
 from edge_sdk.node.runtime import _Done
-from edge_sdk.node.status import Status, device_status_path, miner_status_path
+from edge_sdk.node.status import DeliveryLog, Status, device_status_path, miner_status_path
 from edge_sdk.protocol import envelope, sync
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import RoundRules, TrainingParams
@@ -63,6 +66,9 @@ def test_an_update_is_admitted_pooled_and_forwarded_once(tmp_path):
     assert node.counters["bytes_out"] == len(sealed)  # sealed again for the one peer: the same size
     message(node, topic, sealed)
     assert node.rejections == {"replay": 1}
+    admitted, refused = read_audit(tmp_path / "m.db")  # the audit trail: admitted once, then refused as a replay
+    assert [a[0] for a in admitted] == [d for d, _, _ in refused] == list(node.pool.parsed)
+    assert [r for _, r, _ in refused] == ["replay"]
     assert node.counters["bytes_out"] > len(sealed)  # and the device is told why
     node.store.close()
 
@@ -148,6 +154,7 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
 
         device.dispatch(Acked(device.in_flight, 0x10))  # accepted, but nobody was subscribed: keep it
         assert device.unacked is not None and device.in_flight is None
+        assert DeliveryLog(tmp_path / "state").read() == []  # not delivered
         device.retry_at = 0.0
         device.after_event()
         assert device.counters["updates_sent"] == 2
@@ -157,8 +164,11 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
         device.dispatch(Incoming(presence(b), b"offline"))  # it goes: fail over, and send there
         assert device.miner.node_id == a and device.counters["updates_sent"] == 3
 
+        update, base = device.unacked, device.unacked_base
         device.dispatch(Acked(device.in_flight, 0))
         assert device.unacked is None and not (tmp_path / "state" / "outbox.bin").exists()
+        [delivered] = DeliveryLog(tmp_path / "state").read()  # the audit trail
+        assert (delivered["digest"], delivered["base"]) == (hashlib.sha256(update).hexdigest(), base.hex())
         device.write_status(force=True)
         status = Status.read(device_status_path(tmp_path / "state"))
         assert status.role == "device" and status.details["miner"] == a and status.counters["updates_sent"] == 3
