@@ -19,6 +19,7 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 MAX_DEPTH = 16
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # CBOR major types 0 and 1
 MAX_ITEMS = 1 << 16  # data items in one decoded value (a byte string counts as one, whatever its length)
+ITEMS_BASE, BYTES_PER_ITEM = 256, 16  # and at most 256 + size/16: each item becomes a Python object of ~70 bytes
 _SIMPLE_OK = (20, 21, 22)  # false, true, null
 _FLOATS = (25, 26, 27)  # half, single, double
 
@@ -53,10 +54,12 @@ def decode(data: bytes) -> Any:
 def scan(data: bytes) -> None:
     """Check the item structure of `data` without building values: well-formed, only the allowed
     items (no tags, so no bignums, shared values or string references; no indefinite lengths, no
-    `undefined` or other simple values), at most MAX_DEPTH levels and MAX_ITEMS items, nothing
+    `undefined` or other simple values), at most MAX_DEPTH levels and min(MAX_ITEMS, ITEMS_BASE +
+    len(data) / BYTES_PER_ITEM) items (so memory stays within a small multiple of the input), nothing
     after the value. One pass, constant work per item; byte and text strings are skipped by length.
     """
     n, pos, items = len(data), 0, 0
+    most = min(MAX_ITEMS, ITEMS_BASE + n // BYTES_PER_ITEM)
     pending = [1]  # items still to read at each open level
     while pending:
         if pending[-1] == 0:
@@ -68,8 +71,8 @@ def scan(data: bytes) -> None:
         head = data[pos]
         pos += 1
         items += 1
-        if items > MAX_ITEMS:
-            raise ProtocolError(Reason.BAD_ENCODING, f"more than {MAX_ITEMS} items")
+        if items > most:
+            raise ProtocolError(Reason.BAD_ENCODING, f"more than {most} items")
         major, info = head >> 5, head & 31
         if info < 24:
             arg = info

@@ -165,7 +165,9 @@ def _rejection(env: envelope.Envelope, task: Task) -> Rejection:
         raise ProtocolError(Reason.BAD_MINER, "rejection from a node outside the miner set")
     if not all(isinstance(body[k], bytes) and len(body[k]) == 32 for k in ("digest", "tip")):
         raise ProtocolError(Reason.BAD_BODY, "digest and tip must be 32 bytes")
-    reason = body["reason"] if body["reason"] in _REASONS else "unknown"  # a code this node does not know
+    reason = (
+        body["reason"] if isinstance(body["reason"], str) and body["reason"] in _REASONS else "unknown"
+    )  # a code this node does not know
     return Rejection(env.signer, body["digest"], reason, body["tip"])
 
 

@@ -21,6 +21,7 @@ PARAMS_FILE = "params.npz"
 PACKAGE_FILES = (*GRAPH_FILES.values(), PARAMS_FILE, MANIFEST_FILE)
 ORT_TRAINING_DIR = "ort-training"  # the official artifacts, when built (`blockfl model artifacts`)
 LOSSES = ("cross-entropy", "mse", "binary-cross-entropy")
+MAX_MANIFEST_BYTES = 256 * 1024  # names and shapes only; the graphs are separate files
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,13 @@ class ModelPackage:
     @classmethod
     def load(cls, directory: str | Path) -> ModelPackage:
         directory = Path(directory)
+        text = (directory / MANIFEST_FILE).read_text()
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{directory}/{MANIFEST_FILE}: over {MAX_MANIFEST_BYTES} bytes")
         try:
-            manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        except ValueError as exc:
-            raise ValueError(f"{directory}/{MANIFEST_FILE}: not JSON ({exc})") from None
+            manifest = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{directory}/{MANIFEST_FILE}: not JSON ({type(exc).__name__})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             found = manifest.get("format") if isinstance(manifest, dict) else None
             raise ValueError(f"{directory}/{MANIFEST_FILE}: unknown format {found!r}")

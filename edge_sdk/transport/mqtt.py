@@ -25,7 +25,8 @@ from edge_sdk.files import write_private
 
 log = logging.getLogger("blockfl.mqtt")
 SESSION_EXPIRY_S = 3600
-MQTT_OVERHEAD = 1024  # fixed header, topic and properties, generously
+MQTT_OVERHEAD = 1024
+MAX_CONFIG_BYTES = 16 * 1024  # broker.json is a few hundred bytes  # fixed header, topic and properties, generously
 
 
 class MessageTooLarge(ValueError):
@@ -43,10 +44,13 @@ class BrokerConfig:
     @classmethod
     def load(cls, path: str | Path) -> BrokerConfig:
         """broker.json, as enrolment writes it (mode 0600: it holds the password)."""
+        text = Path(path).read_text()
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path}: over {MAX_CONFIG_BYTES} bytes; not a broker.json")
         try:
-            data = json.loads(Path(path).read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path}: not JSON ({exc})") from None
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{path}: not JSON ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object")
         unknown = set(data) - {"url", "username", "password", "ca_file", "max_message_bytes"}

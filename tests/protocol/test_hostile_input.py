@@ -148,3 +148,40 @@ def test_paillier_clip_exp_must_fit_the_fixed_point_budget():
         else:
             with pytest.raises(ProtocolError):
                 Task.from_wire(wire)
+
+
+def test_a_rejection_reason_of_any_type_is_handled():
+    """Fuzzer finding: an unhashable reason (a list) raised TypeError out of parse_rejection."""
+    fed = make_federation()
+    for reason in ([], {}, 5, None):
+        body = {"task": fed.task.id, "digest": bytes(32), "reason": reason, "tip": bytes(32)}
+        assert sync.parse_reply(envelope.sign(fed.miner, "rejection", body), fed.task).reason == "unknown"
+
+
+def test_many_empty_containers_stay_within_a_small_multiple_of_the_input():
+    """Fuzzer finding: 65,535 one-byte empty maps cost 74x their input in Python objects."""
+    data = b"\x99\xff\xff" + b"\xa0" * 65535
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError) as err:
+            codec.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "items" in err.value.detail and peak < 3 * len(data)
+    small = 256  # a value of small items still decodes: 257 items in 259 bytes, within 256 + 259 / 16
+    assert codec.decode(b"\x99" + small.to_bytes(2, "big") + b"\xa0" * small) == [{}] * small
+
+
+def test_local_json_files_nested_too_deeply_are_a_clear_error(tmp_path):
+    """Fuzzer finding: json.loads raised RecursionError from broker.json and manifest.json readers."""
+    from edge_sdk.training.package import ModelPackage
+    from edge_sdk.transport.mqtt import BrokerConfig
+
+    deep = "[" * 5000 + "]" * 5000
+    (tmp_path / "broker.json").write_text(deep)
+    (tmp_path / "manifest.json").write_text(deep)
+    with pytest.raises(ValueError, match="not JSON"):
+        BrokerConfig.load(tmp_path / "broker.json")
+    with pytest.raises(ValueError, match="not JSON"):
+        ModelPackage.load(tmp_path)
