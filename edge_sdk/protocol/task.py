@@ -45,7 +45,7 @@ class ChainParams:
         if not isinstance(value, dict) or set(value) != names:
             missing = names - set(value) if isinstance(value, dict) else names
             extra = set(value) - names if isinstance(value, dict) else set()
-            raise ProtocolError(Reason.BAD_BODY, f"chain params: missing {sorted(missing)}, unknown {sorted(extra)}")
+            raise ProtocolError(Reason.BAD_BODY, f"chain params: missing {sorted(missing)}, unknown {codec.show(sorted(extra, key=str))}")
         kwargs = {}
         for name in names:
             item = value[name]
@@ -80,7 +80,7 @@ class ChainParams:
 def _fields_from_wire(cls, value: Any, where: str, kinds: dict[str, type]) -> dict:
     """Check a map has exactly the fields of `kinds`, each of its type; return them."""
     if not isinstance(value, dict) or set(value) != set(kinds):
-        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        got = codec.show(sorted(value, key=str)) if isinstance(value, dict) else type(value).__name__
         raise ProtocolError(Reason.BAD_BODY, f"{where}: expected fields {sorted(kinds)}, got {got}")
     for name, kind in kinds.items():
         item = value[name]
