@@ -45,7 +45,8 @@ class ChainParams:
         if not isinstance(value, dict) or set(value) != names:
             missing = names - set(value) if isinstance(value, dict) else names
             extra = set(value) - names if isinstance(value, dict) else set()
-            raise ProtocolError(Reason.BAD_BODY, f"chain params: missing {sorted(missing)}, unknown {codec.show(sorted(extra, key=str))}")
+            unknown = codec.show(sorted(extra, key=str))
+            raise ProtocolError(Reason.BAD_BODY, f"chain params: missing {sorted(missing)}, unknown {unknown}")
         kwargs = {}
         for name in names:
             item = value[name]
