@@ -30,6 +30,7 @@ class Template:
 
     header: Header
     updates: tuple[Update, ...]
+    expired: tuple[Update, ...] = ()  # offered, but their certificates expire before the block's time
 
     @property
     def update_bytes(self) -> list[bytes]:
@@ -47,6 +48,8 @@ def assemble(
     """
     newest = max((u.timestamp_ms for u in updates), default=0)
     timestamp = max(now_ms, parent.header.timestamp_ms, newest - task.chain.max_skew_ms)
+    expired = tuple(u for u in updates if u.cert.expires_ms < timestamp)  # valid when admitted, not now
+    updates = [u for u in updates if u.cert.expires_ms >= timestamp]
     for update in updates:
         check_update(update, parent.header, timestamp, task)
     commitment, _ = apply_updates(task, parent.model, updates)  # miners never hold the Paillier key
@@ -59,7 +62,7 @@ def assemble(
         timestamp_ms=timestamp,
         target=expected_target(task, parent.header, chain),
     )
-    return Template(header, tuple(updates))
+    return Template(header, tuple(updates), expired)
 
 
 def fitting(updates: Sequence[Update], task: Task) -> list[Update]:

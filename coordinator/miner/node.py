@@ -179,6 +179,11 @@ class Miner(Node):
             now_ms=now_ms(),
         )
         self.count("aggregate_ms", round((time.perf_counter() - started) * 1000, 3))
+        for update in template.expired:  # no block can take them any more: out of the pool, on record
+            self.pool.drop(update.digest, Reason.CERT_EXPIRED.value)
+            self.reject(Reason.CERT_EXPIRED, "certificate expired while pooled", source="pool")
+        if not template.updates:
+            return
         stop = threading.Event()
         self._mining = stop
         start = int.from_bytes(os.urandom(4), "big") << 16  # miners search different nonce ranges

@@ -60,6 +60,13 @@ class Pool:
         """Audit trail: this miner refused the update with this digest."""
         self.db.execute("INSERT INTO refused VALUES (?, ?, ?)", (digest, reason, now_ms()))
 
+    def drop(self, digest: bytes, reason: str) -> None:
+        """Take an update out of the pool (it can no longer go into a block) and record why."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM pool WHERE digest = ?", (digest,))
+            self.refuse(digest, reason)
+        self.parsed.pop(digest, None)
+
     def on_base(self, base: bytes, limit: int) -> list[Update]:
         """Pooled updates on `base`, oldest first (ties by digest), at most `limit`."""
         rows = self.db.execute(

@@ -18,8 +18,9 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 
 MAX_DEPTH = 16
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # CBOR major types 0 and 1
-MAX_ITEMS = 1 << 16  # data items in one decoded value (a byte string counts as one, whatever its length)
-ITEMS_BASE, BYTES_PER_ITEM = 256, 16  # and at most 256 + size/16: each item becomes a Python object of ~70 bytes
+# data items in one decoded value: at most 256 + size/16 (a string is one item, whatever its length);
+# each item becomes a Python object of about 70 bytes
+ITEMS_BASE, BYTES_PER_ITEM = 256, 16
 _SIMPLE_OK = (20, 21, 22)  # false, true, null
 _FLOATS = (25, 26, 27)  # half, single, double
 
@@ -32,7 +33,12 @@ MAX_NDIM = 8
 def encode(value: Any) -> bytes:
     """Canonical bytes of a plain value."""
     _check_plain(value, 0, encoding=True)
-    return cbor2.dumps(value, canonical=True)
+    data = cbor2.dumps(value, canonical=True)
+    try:
+        scan(data)  # what a receiver would refuse (depth, item bound) is not made either
+    except ProtocolError as exc:
+        raise TypeError(f"not encodable within the protocol's limits: {exc.detail}") from None
+    return data
 
 
 def decode(data: bytes) -> Any:
@@ -54,18 +60,21 @@ def decode(data: bytes) -> Any:
 def scan(data: bytes) -> None:
     """Check the item structure of `data` without building values: well-formed, only the allowed
     items (no tags, so no bignums, shared values or string references; no indefinite lengths, no
-    `undefined` or other simple values), at most MAX_DEPTH levels and min(MAX_ITEMS, ITEMS_BASE +
-    len(data) / BYTES_PER_ITEM) items (so memory stays within a small multiple of the input), nothing
-    after the value. One pass, constant work per item; byte and text strings are skipped by length.
+    `undefined` or other simple values; map keys are text strings, so no key can be made to collide
+    with others when the map is built), at most MAX_DEPTH levels and ITEMS_BASE + len(data) /
+    BYTES_PER_ITEM items (memory stays within a small multiple of the input), nothing after the
+    value. One pass, constant work per item; byte and text strings are skipped by their length.
     """
     n, pos, items = len(data), 0, 0
-    most = min(MAX_ITEMS, ITEMS_BASE + n // BYTES_PER_ITEM)
-    pending = [1]  # items still to read at each open level
+    most = ITEMS_BASE + n // BYTES_PER_ITEM
+    pending, in_map = [1], [False]  # items still to read at each open level, and whether it is a map
     while pending:
         if pending[-1] == 0:
             pending.pop()
+            in_map.pop()
             continue
         pending[-1] -= 1
+        is_key = in_map[-1] and pending[-1] % 2 == 1  # a map level reads key, value, key, value, ...
         if pos >= n:
             raise ProtocolError(Reason.BAD_ENCODING, "truncated")
         head = data[pos]
@@ -74,6 +83,8 @@ def scan(data: bytes) -> None:
         if items > most:
             raise ProtocolError(Reason.BAD_ENCODING, f"more than {most} items")
         major, info = head >> 5, head & 31
+        if is_key and major != 3:
+            raise ProtocolError(Reason.BAD_ENCODING, "map keys must be text")
         if info < 24:
             arg = info
         elif info <= 27:
@@ -97,6 +108,7 @@ def scan(data: bytes) -> None:
             if len(pending) > MAX_DEPTH:
                 raise ProtocolError(Reason.BAD_ENCODING, "nested too deeply")
             pending.append(count)
+            in_map.append(major == 5)
         elif major == 6:
             raise ProtocolError(Reason.BAD_ENCODING, "tags are not allowed")
         elif not (info in _SIMPLE_OK or info in _FLOATS):

@@ -34,9 +34,9 @@ class ModelPackage:
     @classmethod
     def load(cls, directory: str | Path) -> ModelPackage:
         directory = Path(directory)
-        text = (directory / MANIFEST_FILE).read_text()
-        if len(text) > MAX_MANIFEST_BYTES:
+        if (directory / MANIFEST_FILE).stat().st_size > MAX_MANIFEST_BYTES:
             raise ValueError(f"{directory}/{MANIFEST_FILE}: over {MAX_MANIFEST_BYTES} bytes")
+        text = (directory / MANIFEST_FILE).read_text()
         try:
             manifest = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -25,8 +25,8 @@ from edge_sdk.files import write_private
 
 log = logging.getLogger("blockfl.mqtt")
 SESSION_EXPIRY_S = 3600
-MQTT_OVERHEAD = 1024
-MAX_CONFIG_BYTES = 16 * 1024  # broker.json is a few hundred bytes  # fixed header, topic and properties, generously
+MQTT_OVERHEAD = 1024  # fixed header, topic and properties, generously
+MAX_CONFIG_BYTES = 16 * 1024  # broker.json is a few hundred bytes
 
 
 class MessageTooLarge(ValueError):
@@ -44,9 +44,9 @@ class BrokerConfig:
     @classmethod
     def load(cls, path: str | Path) -> BrokerConfig:
         """broker.json, as enrolment writes it (mode 0600: it holds the password)."""
-        text = Path(path).read_text()
-        if len(text) > MAX_CONFIG_BYTES:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
             raise ValueError(f"{path}: over {MAX_CONFIG_BYTES} bytes; not a broker.json")
+        text = Path(path).read_text()
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -76,6 +76,7 @@ class Incoming:
     correlation: bytes | None = None
     mid: int = 0  # for the acknowledgement (QoS 1)
     qos: int = 0
+    connection: int = 0  # which connection of this client it arrived on
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Connection:
         self.subscriptions = subscriptions
         self.online = online
         self.manual_ack = ack_when_handled
+        self.connections = 0  # counts successful connects (paho's thread writes, the node's reads)
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=ack_when_handled
         )
@@ -149,7 +151,9 @@ class Connection:
 
     def ack(self, message: Incoming) -> None:
         """Acknowledge a handled message (QoS 1); safe to call from the node's thread."""
-        if self.manual_ack and message.qos > 0:
+        # a message id is only meaningful on the connection it arrived on: after a reconnect the same
+        # id may name another message, and the broker redelivers this one anyway
+        if self.manual_ack and message.qos > 0 and message.connection == self.connections:
             self.client.ack(message.mid, message.qos)
 
     def publish(
@@ -185,6 +189,7 @@ class Connection:
             client.subscribe(topic, qos=1)
         if self.online:
             client.publish(self.online[0], self.online[1], qos=1, retain=True)
+        self.connections += 1
         self.inbox.put(Connected())
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -195,7 +200,8 @@ class Connection:
         props = message.properties
         response = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
-        self.inbox.put(Incoming(message.topic, bytes(message.payload), response, correlation, message.mid, message.qos))
+        payload, mid, qos = bytes(message.payload), message.mid, message.qos
+        self.inbox.put(Incoming(message.topic, payload, response, correlation, mid, qos, self.connections))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self.inbox.put(Acked(mid, int(reason_code.value) if hasattr(reason_code, "value") else int(reason_code)))

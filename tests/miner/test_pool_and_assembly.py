@@ -143,3 +143,23 @@ def test_assembly_takes_only_what_fits_in_a_block(fed):
     capped = make_federation(max_updates=3).task
     assert len(fitting(updates, capped)) == 3
     assert fitting(updates, fed.task) == updates
+
+
+def test_an_update_whose_certificate_expires_while_pooled_is_left_out_not_fatal(fed):
+    """Review finding: assembly raised cert_expired for such an update on every try, halting mining."""
+    from edge_sdk.protocol.block import make_update
+    from edge_sdk.protocol.cert import issue_certificate
+
+    chain = fed.chain()
+    now = now_ms()
+    short = issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=1000, expires_ms=now + 1000)
+    expiring = Update.parse(
+        make_update(fed.devices[0], fed.task, short, chain.tip.hash, 10, fed.delta(0), now), fed.task
+    )
+    fine = Update.parse(fed.update(1, chain.tip.hash), fed.task)
+    later = now + 5000
+    on_tip = dict(task=fed.task, chain=chain, parent=chain.tip, now_ms=later)
+    template = assemble(miner=fed.miner.public.sign_pk, updates=[expiring, fine], **on_tip)
+    assert template.expired == (expiring,) and template.updates == (fine,)
+    block = build_block(identity=fed.miner, updates=[fine], **on_tip)
+    assert chain.add(block, now=later).header.height == 1

@@ -175,3 +175,28 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
         assert np.isfinite(status.counters["train_seconds"])
     finally:
         device.store.close()
+
+
+def test_a_miner_drops_an_update_whose_certificate_expired_in_its_pool_and_mines_the_rest(tmp_path):
+    """Review finding: one such update made every later assembly raise, halting mining on that tip."""
+    import time
+
+    from edge_sdk.protocol.block import make_update
+    from edge_sdk.protocol.cert import issue_certificate
+
+    fed = make_federation(devices=2, rounds=RoundRules(min_updates=2, max_wait_ms=60_000))
+    node = Miner(identity=fed.miner, genesis=fed.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    tip = node.store.tip.hash
+    short = issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=100, expires_ms=now_ms() + 300)
+    expiring = make_update(fed.devices[0], fed.task, short, tip, 10, fed.delta(0), now_ms())
+    message(node, node.topics.update(node.me, "d0"), envelope.seal(fed.miner.public.box_pk, expiring))
+    node.after_event()
+    assert node.counters["updates_accepted"] == 1 and node._mining is None
+    time.sleep(0.5)  # the certificate expires while the update waits in the pool
+    message(node, node.topics.update(node.me, "d1"), envelope.seal(fed.miner.public.box_pk, fed.update(1, tip)))
+    node.after_event()
+    assert node.rejections == {"cert_expired": 1} and node.counters["handler_errors"] == 0
+    item = node.inbox.get(timeout=30)
+    node.dispatch(item)
+    assert node.store.tip.header.height == 1 and node.counters["blocks_mined"] == 1
+    node.store.close()

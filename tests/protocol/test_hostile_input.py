@@ -185,3 +185,30 @@ def test_local_json_files_nested_too_deeply_are_a_clear_error(tmp_path):
         BrokerConfig.load(tmp_path / "broker.json")
     with pytest.raises(ValueError, match="not JSON"):
         ModelPackage.load(tmp_path)
+
+
+def test_map_keys_that_are_not_text_are_refused_before_the_map_is_built():
+    """Review finding: tuple keys with colliding hashes made cbor2 build a dict in quadratic time."""
+    pairs = b"".join(b"\x82\x01" + cbor2.dumps(i) + b"\x00" for i in range(2000))  # {[1, i]: 0, ...}
+    data = b"\xb9" + (2000).to_bytes(2, "big") + pairs
+    with pytest.raises(ProtocolError) as err:
+        codec.decode(data)
+    assert err.value.detail == "map keys must be text"
+    assert codec.decode(codec.encode({"a": {"b": 1}, "c": [{"d": None}]})) == {"a": {"b": 1}, "c": [{"d": None}]}
+
+
+def test_a_long_list_of_headers_decodes_whatever_its_length():
+    """Review finding: a flat cap of 65,536 items would have refused snapshots beyond ~65,500 blocks."""
+    headers = [bytes(220)] * 70_000
+    assert len(codec.decode(codec.encode({"headers": headers}))["headers"]) == 70_000
+
+
+def test_the_encoder_refuses_what_a_receiver_would_refuse():
+    """Review finding: values past the depth or item bounds encoded (and hashed) but did not decode."""
+    deep: list = []
+    for _ in range(17):
+        deep = [deep]
+    with pytest.raises(TypeError):
+        codec.encode(deep)
+    with pytest.raises(TypeError):
+        codec.encode([{}] * 1000)  # 1001 items in about 1 KB: past 256 + size/16
