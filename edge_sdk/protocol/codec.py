@@ -21,6 +21,7 @@ INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # CBOR major types 0 and 1
 # data items in one decoded value: at most 256 + size/16 (a string is one item, whatever its length);
 # each item becomes a Python object of about 70 bytes
 ITEMS_BASE, BYTES_PER_ITEM = 256, 16
+MAX_ITEMS = 1 << 19  # and never more: a snapshot of every header fits (the broker's 64 MiB packet limit comes first)
 _SIMPLE_OK = (20, 21, 22)  # false, true, null
 _FLOATS = (25, 26, 27)  # half, single, double
 
@@ -66,7 +67,7 @@ def scan(data: bytes) -> None:
     value. One pass, constant work per item; byte and text strings are skipped by their length.
     """
     n, pos, items = len(data), 0, 0
-    most = ITEMS_BASE + n // BYTES_PER_ITEM
+    most = min(MAX_ITEMS, ITEMS_BASE + n // BYTES_PER_ITEM)
     pending, in_map = [1], [False]  # items still to read at each open level, and whether it is a map
     while pending:
         if pending[-1] == 0:
