@@ -258,7 +258,7 @@ class Node:
         source = node_id(reply.signer)
         if reply.headers and self.adopts_snapshots:
             before = self.store.tip.hash
-            state = self.store.add_checkpoint(reply.headers, reply.model)
+            state = self.store.add_checkpoint([Header.decode(h) for h in reply.headers], reply.model)
             event(log, logging.INFO, "snapshot adopted", height=state.header.height)
             self.on_block_accepted(state, None)
             if self.store.tip.hash != before:

@@ -24,6 +24,7 @@ ITEMS_BASE, BYTES_PER_ITEM = 256, 16
 MAX_ITEMS = 1 << 19  # and never more: a snapshot of every header fits (the broker's 64 MiB packet limit comes first)
 _SIMPLE_OK = (20, 21, 22)  # false, true, null
 _FLOATS = (25, 26, 27)  # half, single, double
+_FLOAT_EXPONENT = {25: 0x7C00, 26: 0x7F80_0000, 27: 0x7FF0_0000_0000_0000}
 
 # Wire dtype names -> numpy little-endian dtypes. Arrays travel as raw little-endian bytes.
 DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
@@ -33,7 +34,7 @@ MAX_NDIM = 8
 
 def encode(value: Any) -> bytes:
     """Canonical bytes of a plain value."""
-    _check_plain(value, 0, encoding=True)
+    _check_plain(value, 0)
     data = cbor2.dumps(value, canonical=True)
     try:
         scan(data)  # what a receiver would refuse (depth, item bound) is not made either
@@ -52,7 +53,7 @@ def decode(data: bytes) -> Any:
         value = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH)
     except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
         raise ProtocolError(Reason.BAD_ENCODING, f"not CBOR: {type(exc).__name__}") from None
-    _check_plain(value, 0, encoding=False)
+    # scan admitted only plain data (text keys, no tags, finite floats, bounded depth): no second walk
     if cbor2.dumps(value, canonical=True) != data:
         raise ProtocolError(Reason.BAD_ENCODING, "not in canonical form")
     return value
@@ -112,7 +113,11 @@ def scan(data: bytes) -> None:
             in_map.append(major == 5)
         elif major == 6:
             raise ProtocolError(Reason.BAD_ENCODING, "tags are not allowed")
-        elif not (info in _SIMPLE_OK or info in _FLOATS):
+        elif info in _FLOATS:
+            exponent = _FLOAT_EXPONENT[info]
+            if arg & exponent == exponent:  # all exponent bits set: infinity or NaN
+                raise ProtocolError(Reason.BAD_ENCODING, "non-finite float")
+        elif info not in _SIMPLE_OK:
             raise ProtocolError(Reason.BAD_ENCODING, "only false, true, null and floats are allowed")
     if pos != n:
         raise ProtocolError(Reason.BAD_ENCODING, "bytes after the value")
@@ -127,34 +132,31 @@ def show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_plain(value: Any, depth: int, *, encoding: bool) -> None:
+def _check_plain(value: Any, depth: int) -> None:
+    """What `encode` may encode: plain data only (decoding checks the same in `scan`)."""
     if depth > MAX_DEPTH:
-        raise _err(encoding, "nested too deeply")
+        raise TypeError("nested too deeply")
     if value is None or isinstance(value, (bool, bytes, str)):
         return
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:  # would need a bignum tag
-            raise _err(encoding, "integer outside [-2^64, 2^64 - 1]")
+            raise TypeError("integer outside [-2^64, 2^64 - 1]")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _err(encoding, "non-finite float")
+            raise TypeError("non-finite float")
         return
     if isinstance(value, (list, tuple)):
         for item in value:
-            _check_plain(item, depth + 1, encoding=encoding)
+            _check_plain(item, depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _err(encoding, "map keys must be text")
-            _check_plain(item, depth + 1, encoding=encoding)
+                raise TypeError("map keys must be text")
+            _check_plain(item, depth + 1)
         return
-    raise _err(encoding, f"type {type(value).__name__} is not allowed")
-
-
-def _err(encoding: bool, detail: str) -> Exception:
-    return TypeError(detail) if encoding else ProtocolError(Reason.BAD_ENCODING, detail)
+    raise TypeError(f"type {type(value).__name__} is not allowed")
 
 
 def encode_array(array: np.ndarray) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_sdk.protocol import envelope
-from edge_sdk.protocol.block import Header
+from edge_sdk.protocol.block import HEADER_SIZE
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import decode_model
 from edge_sdk.protocol.identity import Identity
@@ -106,7 +106,7 @@ def make_response(
 @dataclass(frozen=True)
 class Response:
     blocks: list[bytes]
-    headers: list[Header] | None = None  # a snapshot's headers, from height 1 to its tip
+    headers: list[bytes] | None = None  # a snapshot's encoded headers, from height 1 to its tip (decoded on use)
     model: dict | None = None  # the global model after the last header
     signer: bytes = b""  # the answering miner
 
@@ -138,7 +138,9 @@ def _response(env: envelope.Envelope, task: Task) -> Response:
     model, frac_bits = decode_model(body["model"])
     if frac_bits != task.chain.frac_bits:
         raise ProtocolError(Reason.BAD_BODY, "snapshot model has the wrong frac_bits")
-    return Response(body["blocks"], [Header.decode(h) for h in body["headers"]], model, signer=env.signer)
+    if not all(isinstance(h, bytes) and len(h) == HEADER_SIZE for h in body["headers"]):
+        raise ProtocolError(Reason.BAD_BODY, f"headers must be {HEADER_SIZE}-byte strings")
+    return Response(body["blocks"], body["headers"], model, signer=env.signer)
 
 
 @dataclass(frozen=True)
