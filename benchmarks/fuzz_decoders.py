@@ -113,7 +113,11 @@ class World:
         dp = {**plain, "privacy": {"mode": "dp", "dp": {"clip": 1.0, "noise_multiplier": 1.1}, "paillier": None}}
         packing = {"n": (1 << 511 | 31).to_bytes(64, "big"), "precision": 16, "clip_exp": 0, "max_quota": 1000}
         packing["max_updates"] = 256
-        paillier = {**plain, "privacy": {"mode": "paillier", "dp": None, "paillier": packing}}
+        paillier = {
+            **plain,
+            "privacy": {"mode": "paillier", "dp": None, "paillier": packing},
+            "aggregation": {**plain["aggregation"], "weight_cap": 0},
+        }
         self.manifests = [codec.encode(m) for m in (plain, dp, paillier)]
         self.envelopes = [self.genesis, *self.blocks, *self.updates, *self.certs, *self.requests, *self.responses]
         self.envelopes += [self.rejection, self.revocations]

@@ -14,6 +14,7 @@ from edge_sdk.chain.aggregation import apply_updates
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import expected_target
 from edge_sdk.clock import now_ms
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import Update, block_template, make_genesis, make_update, seal_block
 from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.errors import ProtocolError
@@ -99,6 +100,7 @@ def make_federation(
     *,
     peers: int = 0,
     rounds: RoundRules | None = None,
+    aggregation: AggregationRule | None = None,
     **chain_overrides,
 ) -> Federation:
     """A task with real keys: one miner (`miner`) plus `peers` other miners in its miner set."""
@@ -119,6 +121,7 @@ def make_federation(
         now_ms() - 60_000,
         miners=tuple(MinerInfo(m.public.sign_pk, m.public.box_pk) for m in [miner, *others]),
         rounds=rounds or RoundRules(),
+        aggregation=aggregation or AggregationRule(),
     )
     members = [Identity.from_seed(b"device-%d-%d" % (seed, i)) for i in range(devices)]
     return Federation(

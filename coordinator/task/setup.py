@@ -26,6 +26,7 @@ from edge_sdk.clock import now_ms
 from edge_sdk.files import write_private
 from edge_sdk.node.bundle import write_bundle
 from edge_sdk.privacy.sealed_key import seal_private_key
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import make_genesis
 from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.fixedpoint import to_fixed
@@ -99,6 +100,7 @@ def init_task(
     paillier_precision: int = 16,
     paillier_clip_exp: int = 0,
     max_quota: int = 4096,
+    aggregation: AggregationRule = AggregationRule(),
 ) -> Task:
     d = TaskDir(task_dir)
     if d.genesis.exists():
@@ -114,6 +116,8 @@ def init_task(
     build_package(d.model, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=model)
     files = {f: hashlib.sha256((d.model / f).read_bytes()).digest() for f in PACKAGE_FILES}
     packing = None
+    if Privacy(privacy).encrypted and aggregation == AggregationRule():
+        aggregation = AggregationRule(weight_cap=0)  # miners cannot see claims to compare them
     if Privacy(privacy).encrypted:
         public, private = paillier.generate_paillier_keypair(n_length=paillier_bits)
         packing = Packing(public.n, paillier_precision, paillier_clip_exp, max_quota, max_updates=64)
@@ -138,7 +142,9 @@ def init_task(
         rewards=rewards,
         model_files=files,
         privacy=Privacy(privacy, dp_clip, dp_noise, packing),
+        aggregation=aggregation,
     )
+    Task.from_wire(task.to_wire())  # the rules every node will check, checked here first
     d.genesis.write_bytes(make_genesis(coordinator, task))
     registry = d.registry(task)
     _, password = registry.add("coordinator", coordinator.public.sign_pk)

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from edge_sdk.protocol import codec
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import Model, decode_model, encode_model
 from edge_sdk.protocol.identity import node_id
@@ -228,6 +229,7 @@ class Task:
     rewards: RewardRules = RewardRules()
     model_files: dict = field(default_factory=dict)  # file name -> SHA-256 of the model package files
     privacy: Privacy = Privacy()
+    aggregation: AggregationRule = AggregationRule()
 
     def to_wire(self) -> dict:
         return {
@@ -242,6 +244,7 @@ class Task:
             "rewards": self.rewards.to_wire(),
             "model_files": dict(self.model_files),
             "privacy": self.privacy.to_wire(),
+            "aggregation": self.aggregation.to_wire(),
         }
 
     @cached_property  # a Task is immutable; the manifest (initial model included) is encoded once
@@ -270,6 +273,7 @@ class Task:
             "rewards",
             "model_files",
             "privacy",
+            "aggregation",
         }
         if not isinstance(value, dict) or set(value) != keys:
             raise ProtocolError(Reason.BAD_BODY, f"task manifest must have exactly {sorted(keys)}")
@@ -307,6 +311,9 @@ class Task:
             raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
         if privacy.encrypted and not -chain.frac_bits <= privacy.packing.clip_exp <= chain.delta_bits:
             raise ProtocolError(Reason.BAD_BODY, "paillier clip_exp must be in [-frac_bits, delta_bits]")
+        aggregation = AggregationRule.from_wire(value["aggregation"])
+        if privacy.encrypted and aggregation.needs_plaintext:
+            raise ProtocolError(Reason.BAD_BODY, "Paillier hides plaintexts: aggregation must be fedavg, weight_cap 0")
         return cls(
             value["name"],
             value["coordinator"],
@@ -319,6 +326,7 @@ class Task:
             RewardRules.from_wire(value["rewards"]),
             dict(files),
             privacy,
+            aggregation,
         )
 
 
