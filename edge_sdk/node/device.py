@@ -178,6 +178,26 @@ class Device(Node):
     def _train(self, base: bytes, params: dict, height: int) -> Trained:
         """Runs in a worker thread: reads the node's settings, changes no node state."""
         started = time.perf_counter()
+        delta, samples = self.local_update(params, height)
+        privacy = self.task.privacy
+        if privacy.dp:
+            delta = clip_and_noise(delta, privacy.dp_clip, privacy.dp_noise)
+        train_seconds, crypto_seconds = time.perf_counter() - started, 0.0
+        cert = self.bundle.cert_raw
+        if privacy.encrypted:
+            started = time.perf_counter()
+            ciphertexts = encrypt_update(delta, samples, self.task.shapes, privacy.packing, self.masks)
+            crypto_seconds = time.perf_counter() - started
+            update = make_update(self.identity, self.task, cert, base, samples, None, now_ms(), ciphertexts=ciphertexts)
+        else:
+            top = np.nextafter(np.float32(2.0**self.task.chain.delta_bits), np.float32(0))
+            delta = {p: np.clip(v, -top, top).astype(np.float32) for p, v in delta.items()}
+            update = make_update(self.identity, self.task, cert, base, samples, delta, now_ms())
+        return Trained(base, update, train_seconds, crypto_seconds)
+
+    def local_update(self, params: dict, height: int) -> tuple[dict, int]:
+        """Train on local data from `params`: the float delta and the sample count to claim.
+        (The emulator's attackers override this one step and nothing else.)"""
         training = self.task.training
         # the shuffle depends on who trains and for which round, so runs repeat and siblings agree
         seed_bytes = hashlib.sha256(self.identity.public.sign_pk + height.to_bytes(8, "big")).digest()[:4]
@@ -190,22 +210,7 @@ class Device(Node):
             learning_rate=training.learning_rate,
             seed=int.from_bytes(seed_bytes, "big"),
         )
-        delta = {p: result.params[p] - params[p] for p in params}
-        privacy = self.task.privacy
-        if privacy.dp:
-            delta = clip_and_noise(delta, privacy.dp_clip, privacy.dp_noise)
-        train_seconds, crypto_seconds = time.perf_counter() - started, 0.0
-        cert, samples = self.bundle.cert_raw, len(self.x)
-        if privacy.encrypted:
-            started = time.perf_counter()
-            ciphertexts = encrypt_update(delta, samples, self.task.shapes, privacy.packing, self.masks)
-            crypto_seconds = time.perf_counter() - started
-            update = make_update(self.identity, self.task, cert, base, samples, None, now_ms(), ciphertexts=ciphertexts)
-        else:
-            top = np.nextafter(np.float32(2.0**self.task.chain.delta_bits), np.float32(0))
-            delta = {p: np.clip(v, -top, top).astype(np.float32) for p, v in delta.items()}
-            update = make_update(self.identity, self.task, cert, base, samples, delta, now_ms())
-        return Trained(base, update, train_seconds, crypto_seconds)
+        return {p: result.params[p] - params[p] for p in params}, len(self.x)
 
     def _on_trained(self, done: Trained | None) -> None:
         self.training = False
