@@ -47,10 +47,11 @@ from edge_sdk.chain.aggregation import apply_updates
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block, validate_genesis
 from edge_sdk.protocol import codec, envelope, sync
-from edge_sdk.protocol.block import Block, Header, Update, update_root
+from edge_sdk.protocol.block import Block, Header, Update, body_root
 from edge_sdk.protocol.cert import Certificate
 from edge_sdk.protocol.errors import ProtocolError, Reason
-from edge_sdk.protocol.fixedpoint import encode_model, model_hash
+from edge_sdk.protocol.extras import Extras
+from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.revocations import make_revocations, parse_revocations
 from edge_sdk.protocol.task import Task
@@ -104,7 +105,7 @@ class World:
         hashes = [self.chain.genesis_hash, state1.hash, Block.parse(self.blocks[1], 1 << 30).hash]
         self.hashes = [*hashes, bytes(32), b"\xff" * 32]
         self.requests = [sync.make_request(device, t, hashes, 8), sync.make_request(device, t, hashes[:1], 64, True)]
-        snapshot = (self.headers[:2], encode_model(state1.model, t.chain.frac_bits))
+        snapshot = sync.Snapshot(self.headers[:2], state1.model, state1.base, None)
         self.responses = [sync.make_response(miner, t, self.blocks), sync.make_response(miner, t, [], snapshot)]
         digest = sha256(self.updates[0]).digest()
         self.rejection = sync.make_rejection(miner, t, digest, Reason.STALE_BASE, hashes[1])
@@ -282,10 +283,12 @@ def mutate_block(rng: random.Random, w: World, body: dict) -> None:
     elif op == 5:
         ups = [mutate_message(rng, w, u) for u in w.updates]  # re-signed mutated updates in a fresh block
     else:
-        body[rng.choice(["updates", "header"])] = interesting(rng)
+        body[rng.choice(["updates", "header", "extras"])] = interesting(rng)
         return
     if rng.random() < 0.8:
-        header = dataclasses.replace(header, merkle_root=update_root(ups))
+        with contextlib.suppress(ProtocolError):
+            extras = Extras.from_wire(body["extras"], len(ups))
+            header = dataclasses.replace(header, merkle_root=body_root(ups, extras))
     parent = w.chain.get(header.prev_hash)
     if rng.random() < 0.5 and parent is not None:
         with contextlib.suppress(ProtocolError):  # the model hash of what the block's updates would give

@@ -18,6 +18,7 @@ from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import Update, block_template, make_genesis, make_update, seal_block
 from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.errors import ProtocolError
+from edge_sdk.protocol.extras import Extras
 from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import ChainParams, MinerInfo, RoundRules, Task
@@ -68,21 +69,26 @@ class Federation:
             now_ms=now_ms(),
         )
 
-    def forged(self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, **fields) -> bytes:
+    def forged(
+        self, chain, parent=None, updates=(), *, mine: bool = True, signer=None, model=None, extras=None, **fields
+    ) -> bytes:
         """A block whose header fields are overridden, then (re)mined so only the chosen rule breaks."""
         parent = chain.tip if parent is None else parent
+        excluded = ()
         try:
             parsed = [Update.parse(u, self.task) for u in updates]
-            commitment, _ = apply_updates(self.task, parent.model if model is None else model, parsed)
+            commitment, _, excluded = apply_updates(self.task, parent.model if model is None else model, parsed)
             if model is not None:
                 commitment = model_hash(model, self.task.chain.frac_bits)
         except ProtocolError:  # a deliberately bad update: the model is never reached
             commitment = bytes(32)
+        extras = Extras(excluded) if extras is None else extras
         header = block_template(
             parent=parent.header,
             task=self.task,
             miner=self.miner.public.sign_pk,
             update_bytes=list(updates),
+            extras=extras,
             commitment=commitment,
             timestamp_ms=max(now_ms(), parent.header.timestamp_ms),
             target=expected_target(self.task, parent.header, chain),
@@ -90,7 +96,7 @@ class Federation:
         header = dataclasses.replace(header, **fields)
         if mine:
             header = search_nonce(header)
-        return seal_block(signer or self.miner, header, list(updates))
+        return seal_block(signer or self.miner, header, list(updates), extras)
 
 
 def make_federation(

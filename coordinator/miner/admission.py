@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from nacl.public import PrivateKey
 
 from edge_sdk.chain.rules import check_update
+from edge_sdk.chain.view import BlockState
 from edge_sdk.protocol import envelope
-from edge_sdk.protocol.block import Header, Update
+from edge_sdk.protocol.block import Update
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.task import Task
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """`update` when admitted, else `error`; `digest` of the unsealed update whenever it could be opened
-    (a rejection notice names it)."""
+    """Admitted when there is no `error`. `digest` of the unsealed update whenever it could be opened
+    (a rejection notice names it); `update` whenever its signature verified (a device's second
+    update for a round is refused, and is also evidence against it)."""
 
     digest: bytes | None
     update: Update | None = None
@@ -31,7 +33,7 @@ class Verdict:
 
     @property
     def admitted(self) -> bool:
-        return self.update is not None
+        return self.error is None
 
 
 def admit(
@@ -39,7 +41,7 @@ def admit(
     *,
     box_key: PrivateKey,
     task: Task,
-    tip: Header,
+    tip: BlockState,
     now_ms: int,
     revoked: Container[bytes],
     seen: Callable[[bytes], bool],
@@ -48,9 +50,9 @@ def admit(
     """Unseal, then (cheapest first) replay, signature and body, revocation, base and time, one per round.
 
     `seen(digest)`: whether this exact update is pooled or already in a block;
-    `devices_in_round`: devices with a pooled update on `tip`.
+    `devices_in_round`: devices with a pooled update on the tip's round base.
     """
-    digest = None
+    digest = update = None
     try:
         raw = envelope.unseal(box_key, sealed, max_bytes=task.chain.max_update_bytes)
         digest = hashlib.sha256(raw).digest()
@@ -63,5 +65,5 @@ def admit(
         if update.device in devices_in_round:
             raise ProtocolError(Reason.DUPLICATE_DEVICE, "the device already has an update in this round")
     except ProtocolError as exc:
-        return Verdict(digest, error=exc)
+        return Verdict(digest, update, exc)
     return Verdict(digest, update=update)

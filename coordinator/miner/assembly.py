@@ -17,7 +17,10 @@ from edge_sdk.chain.aggregation import apply_updates
 from edge_sdk.chain.rules import check_update, expected_target
 from edge_sdk.chain.view import BlockState, ChainView
 from edge_sdk.protocol.block import NONCE_OFFSET, Header, Update, block_template, seal_block
+from edge_sdk.protocol.errors import ProtocolError
+from edge_sdk.protocol.extras import Evidence, Extras
 from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.revocations import RevocationList
 from edge_sdk.protocol.task import Task
 
 NONCE_LIMIT = 1 << 64
@@ -26,11 +29,12 @@ BLOCK_OVERHEAD = 1024  # envelope, header, signature and CBOR heads around the u
 
 @dataclass(frozen=True)
 class Template:
-    """A block before proof-of-work: its header (nonce 0) and the updates it records, in order."""
+    """A block before proof-of-work: its header (nonce 0), the updates it records (in order) and its extras."""
 
     header: Header
     updates: tuple[Update, ...]
-    expired: tuple[Update, ...] = ()  # offered, but their certificates expire before the block's time
+    extras: Extras = Extras()
+    left_out: tuple[tuple[Update, ProtocolError], ...] = ()  # offered, but no longer valid on this parent
 
     @property
     def update_bytes(self) -> list[bytes]:
@@ -38,31 +42,51 @@ class Template:
 
 
 def assemble(
-    *, miner: bytes, task: Task, chain: ChainView, parent: BlockState, updates: Sequence[Update], now_ms: int
+    *,
+    miner: bytes,
+    task: Task,
+    chain: ChainView,
+    parent: BlockState,
+    updates: Sequence[Update],
+    now_ms: int,
+    evidence: Sequence[Evidence] = (),
+    revocations: RevocationList | None = None,
 ) -> Template:
-    """The header of a block on `parent` recording `updates` (parsed and verified by the caller).
+    """The header of a block on `parent` recording `updates` (parsed and verified by the caller),
+    the `evidence` given (checked by the caller against this parent) and `revocations` if newer
+    than the parent's.
 
     The block's time is now, but never before its parent's nor so early that an update admitted
     a moment ago (dated up to max_skew_ms ahead) falls outside it: a clock stepped back by less
-    than the skew still gives a valid block.
+    than the skew still gives a valid block. Updates that became invalid while pooled (certificate
+    expired, device revoked) are left out and returned, for the caller to drop.
     """
     newest = max((u.timestamp_ms for u in updates), default=0)
     timestamp = max(now_ms, parent.header.timestamp_ms, newest - task.chain.max_skew_ms)
-    expired = tuple(u for u in updates if u.cert.expires_ms < timestamp)  # valid when admitted, not now
-    updates = [u for u in updates if u.cert.expires_ms >= timestamp]
+    carried = None
+    if revocations is not None and revocations.ts > parent.revocations.ts:
+        carried = revocations.raw
+    kept, left_out = [], []
     for update in updates:
-        check_update(update, parent.header, timestamp, task)
-    commitment, _ = apply_updates(task, parent.model, updates)  # miners never hold the Paillier key
+        try:
+            check_update(update, parent, timestamp, task)
+            kept.append(update)
+        except ProtocolError as exc:
+            left_out.append((update, exc))
+    commitment, _, excluded = apply_updates(task, parent.model, kept)  # miners never hold the Paillier key
+    extras = Extras(excluded, tuple(evidence), carried)
+    update_bytes = [u.envelope.raw for u in kept]
     header = block_template(
         parent=parent.header,
         task=task,
         miner=miner,
-        update_bytes=[u.envelope.raw for u in updates],
+        update_bytes=update_bytes,
+        extras=extras,
         commitment=commitment,
         timestamp_ms=timestamp,
         target=expected_target(task, parent.header, chain),
     )
-    return Template(header, tuple(updates), expired)
+    return Template(header, tuple(kept), extras, tuple(left_out))
 
 
 def fitting(updates: Sequence[Update], task: Task) -> list[Update]:
@@ -98,7 +122,7 @@ def search_nonce(
 
 def seal(identity: Identity, header: Header, template: Template) -> bytes:
     """Wire bytes of a mined block, signed by its miner."""
-    return seal_block(identity, header, template.update_bytes)
+    return seal_block(identity, header, template.update_bytes, template.extras)
 
 
 def build_block(
@@ -110,11 +134,20 @@ def build_block(
     updates: Sequence[Update | bytes],
     now_ms: int,
     stop: threading.Event | None = None,
+    evidence: Sequence[Evidence] = (),
+    revocations: RevocationList | None = None,
 ) -> bytes | None:
     """Assemble, mine and seal in one call (raw update bytes are parsed and verified first)."""
     parsed = [u if isinstance(u, Update) else Update.parse(u, task) for u in updates]
     template = assemble(
-        miner=identity.public.sign_pk, task=task, chain=chain, parent=parent, updates=parsed, now_ms=now_ms
+        miner=identity.public.sign_pk,
+        task=task,
+        chain=chain,
+        parent=parent,
+        updates=parsed,
+        now_ms=now_ms,
+        evidence=evidence,
+        revocations=revocations,
     )
     mined = search_nonce(template.header, stop=stop)
     return None if mined is None else seal(identity, mined, template)

@@ -23,6 +23,8 @@ from coordinator.miner.admission import admit
 from coordinator.miner.assembly import Template, assemble, fitting, seal, search_nonce
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.database import Database
+from edge_sdk.chain.evidence import offender
+from edge_sdk.chain.rules import validate_block
 from edge_sdk.chain.store import ChainStore
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
@@ -30,11 +32,11 @@ from edge_sdk.node.logs import event
 from edge_sdk.node.runtime import Node
 from edge_sdk.node.status import miner_status_path
 from edge_sdk.protocol import codec, envelope, sync
-from edge_sdk.protocol.block import Header, Update
+from edge_sdk.protocol.block import Block, Header, Update
 from edge_sdk.protocol.errors import ProtocolError, Reason
-from edge_sdk.protocol.fixedpoint import encode_model
+from edge_sdk.protocol.extras import MAX_EVIDENCE, Evidence
 from edge_sdk.protocol.identity import Identity, node_id
-from edge_sdk.protocol.revocations import parse_revocations
+from edge_sdk.protocol.revocations import NO_REVOCATIONS, parse_revocations
 from edge_sdk.transport.mqtt import BrokerConfig, Incoming
 from edge_sdk.transport.topics import ANY, Topics, sender
 
@@ -60,7 +62,8 @@ class Miner(Node):
             raise ValueError("this identity is not in the task's miner set")
         self.pool = Pool(db, task)
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
-        self.revoked: frozenset[bytes] = frozenset()
+        self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
+        self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
         self._mining: threading.Event | None = None  # set() stops the running nonce search
         self._round_started: int | None = None
         self._refused_tip: bytes | None = None
@@ -100,11 +103,30 @@ class Miner(Node):
 
     def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
         if raw is not None:  # valid, so its body decodes; no signature to check again
-            self.pool.mark_included(state.hash, codec.decode(raw)[3]["updates"])
+            body = codec.decode(raw)[3]
+            self.pool.mark_included(state.hash, body["updates"])
+            for item in body["extras"]["evidence"]:  # convicted on some branch: the ledger counts it once
+                self.evidence = {k: e for k, e in self.evidence.items() if e.to_wire() != item}
+
+    def on_invalid_block(self, raw: bytes, error: ProtocolError) -> None:
+        """A block that breaks a rule: if another miner of the task signed it, keep it as evidence."""
+        item = Evidence("invalid-block", (raw,))
+        try:
+            who = offender(item, task=self.task, chain=self.store, parent=_accused_parent(raw), validate=validate_block)
+        except ProtocolError:
+            return  # not provable here (unsigned, foreign, or its parent is unknown)
+        if who != self.identity.public.sign_pk:
+            self._keep_evidence(who, item)
+
+    def _keep_evidence(self, who: bytes, item: Evidence) -> None:
+        if who not in self.evidence and len(self.evidence) < 4 * MAX_EVIDENCE:
+            self.evidence[who] = item
+            self.count("evidence_found")
+            event(log, logging.WARNING, "evidence of misbehaviour", kind=item.kind, offender=node_id(who))
 
     def on_new_tip(self) -> None:
         self._stop_mining()
-        self.pool.keep_only(self.store.tip.hash)
+        self.pool.keep_only(self.store.tip.base)
         self._round_started = None
         super().on_new_tip()
         self._publish_head()
@@ -132,12 +154,14 @@ class Miner(Node):
             sealed,
             box_key=self.identity.box_key,
             task=self.task,
-            tip=tip.header,
+            tip=tip,
             now_ms=now_ms(),
-            revoked=self.revoked,
+            revoked=self.revocations.devices,
             seen=self.pool.seen,
-            devices_in_round=self.pool.devices_on(tip.hash),
+            devices_in_round=self.pool.devices_on(tip.base),
         )
+        if verdict.error is not None and verdict.error.reason is Reason.DUPLICATE_DEVICE:
+            self._double_update(verdict.update)
         if not verdict.admitted:
             self.reject(verdict.error.reason, verdict.error.detail, source=source)
             if verdict.digest is not None:
@@ -154,6 +178,23 @@ class Miner(Node):
         event(log, logging.INFO, "update accepted", source=source, samples=update.samples)
         return update
 
+    def _double_update(self, second: Update) -> None:
+        """A device signed two different updates on one base: the pair convicts it."""
+        first = self.pool.of_device(second.base, second.device)
+        if first is None or first.digest == second.digest:
+            return
+        pair = tuple(u.envelope.raw for u in sorted((first, second), key=lambda u: u.digest))
+        self._keep_evidence(second.device, Evidence("double-update", pair))
+
+    def _evidence_for(self, parent: BlockState) -> list[Evidence]:
+        """Pending evidence that a block on `parent` can carry (an invalid block must be its sibling)."""
+        items = []
+        for item in self.evidence.values():
+            accused = _accused_parent(item.signed[0]) if item.kind == "invalid-block" else None
+            if accused is None or accused == parent.hash:
+                items.append(item)
+        return items[:MAX_EVIDENCE]
+
     # --- mining ---
     def _maybe_mine(self) -> None:
         if self._mining is not None:
@@ -161,7 +202,7 @@ class Miner(Node):
         parent = self.store.tip
         if parent.hash == self._refused_tip:
             return  # our own block on this tip was refused: wait for another tip (see _on_mined)
-        pooled = fitting(self.pool.on_base(parent.hash, self.task.chain.max_updates), self.task)
+        pooled = fitting(self.pool.on_base(parent.base, self.task.chain.max_updates), self.task)
         if not pooled:
             self._round_started = None
             return
@@ -177,11 +218,13 @@ class Miner(Node):
             parent=parent,
             updates=pooled,
             now_ms=now_ms(),
+            evidence=self._evidence_for(parent),
+            revocations=self.revocations,
         )
         self.count("aggregate_ms", round((time.perf_counter() - started) * 1000, 3))
-        for update in template.expired:  # no block can take them any more: out of the pool, on record
-            self.pool.drop(update.digest, Reason.CERT_EXPIRED.value)
-            self.reject(Reason.CERT_EXPIRED, "certificate expired while pooled", source="pool")
+        for update, error in template.left_out:  # no block can take them any more: out of the pool, on record
+            self.pool.drop(update.digest, error.reason.value)
+            self.reject(error.reason, "became invalid while pooled", source="pool")
         if not template.updates:
             return
         stop = threading.Event()
@@ -227,8 +270,10 @@ class Miner(Node):
         hashes = [h.hash for h in best]
         if sync.wants_snapshot(request, hashes) and not self.task.privacy.encrypted:
             # a late joiner: headers and the tip's model, not every block
-            model = encode_model(self.store.tip.model, self.task.chain.frac_bits)
-            response = sync.make_response(self.identity, self.task, [], ([h.encode() for h in best[1:]], model))
+            tip = self.store.tip
+            revocations = tip.revocations.raw or None
+            snapshot = sync.Snapshot([h.encode() for h in best[1:]], tip.model, tip.base, revocations)
+            response = sync.make_response(self.identity, self.task, [], snapshot)
             self.publish(msg.response_topic, response, correlation=msg.correlation)
             return
         blocks, size = [], 0
@@ -242,4 +287,14 @@ class Miner(Node):
         self.publish(msg.response_topic, response, correlation=msg.correlation)
 
     def on_revocations(self, msg: Incoming) -> None:
-        self.revoked = parse_revocations(msg.payload, self.task)
+        listed = parse_revocations(msg.payload, self.task)
+        if listed.ts > self.revocations.ts:
+            self.revocations = listed  # admitted no more, and carried into this miner's next block
+
+
+def _accused_parent(raw: bytes) -> bytes | None:
+    """The parent an accused block names (None when its body is malformed: then any parent will do)."""
+    try:
+        return Block.parse(raw, len(raw)).header.prev_hash
+    except ProtocolError:
+        return None

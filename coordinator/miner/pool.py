@@ -72,12 +72,17 @@ class Pool:
         rows = self.db.execute(
             "SELECT digest, raw FROM pool WHERE base = ? ORDER BY received_ms, digest LIMIT ?", (base, limit)
         ).fetchall()
-        updates = []
-        for digest, raw in rows:
-            if digest not in self.parsed:  # pooled before a restart: verified again, once
-                self.parsed[digest] = Update.parse(raw, self.task)
-            updates.append(self.parsed[digest])
-        return updates
+        return [self._parsed(digest, raw) for digest, raw in rows]
+
+    def _parsed(self, digest: bytes, raw: bytes) -> Update:
+        if digest not in self.parsed:  # pooled before a restart: verified again, once
+            self.parsed[digest] = Update.parse(raw, self.task)
+        return self.parsed[digest]
+
+    def of_device(self, base: bytes, device: bytes) -> Update | None:
+        """The device's pooled update on `base`, if any (one per round)."""
+        row = self.db.one("SELECT digest, raw FROM pool WHERE base = ? AND device = ?", (base, device))
+        return None if row is None else self._parsed(*row)
 
     def mark_included(self, block_hash: bytes, update_bytes: Iterable[bytes]) -> None:
         rows = [(hashlib.sha256(u).digest(), block_hash) for u in update_bytes]

@@ -65,7 +65,7 @@ def build_demo_chain(
                 device,
                 task,
                 cert,
-                tip.hash,
+                tip.base,
                 int(rng.integers(50, 500)),
                 {name: (rng.standard_normal(shape) * 0.01).astype(np.float32) for name, shape in task.shapes.items()},
                 now_ms(),

@@ -11,12 +11,14 @@ import hashlib
 from collections.abc import Mapping
 
 from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.evidence import offenders
 from edge_sdk.chain.view import BlockState, ChainView
 from edge_sdk.protocol import envelope
-from edge_sdk.protocol.block import HEADER_VERSION, ZERO_HASH, Block, Header, Update, update_root
+from edge_sdk.protocol.block import HEADER_VERSION, ZERO_HASH, Block, Header, Update, body_root
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.merkle import merkle_root
+from edge_sdk.protocol.revocations import RevocationList, parse_revocations
 from edge_sdk.protocol.task import Task
 from edge_sdk.protocol.work import is_retarget_height, meets_target, next_target, work
 
@@ -41,7 +43,7 @@ def validate_genesis(raw: bytes) -> tuple[BlockState, Task]:
     for ok, rule in checks:
         if not ok:
             raise ProtocolError(Reason.BAD_GENESIS, f"genesis must have {rule}")
-    return BlockState(header, work(header.target), task.initial_model), task
+    return BlockState(header, work(header.target), task.initial_model, header.hash, header.timestamp_ms), task
 
 
 def expected_target(task: Task, parent: Header, chain: ChainView) -> int:
@@ -61,15 +63,33 @@ def expected_target(task: Task, parent: Header, chain: ChainView) -> int:
     )
 
 
-def check_update(update: Update, parent: Header, block_time_ms: int, task: Task) -> None:
-    """Chain-state rules for one update in a block on `parent` (signature and shape already checked)."""
-    if update.base != parent.hash:
-        raise ProtocolError(Reason.STALE_BASE, f"update base {update.base.hex()[:16]} is not the parent")
+def check_update(update: Update, parent: BlockState, block_time_ms: int, task: Task) -> None:
+    """Chain-state rules for one update in a block on `parent` (signature and shape already checked).
+
+    An update names the last block that changed the model: blocks that aggregate nothing (empty
+    ones) leave it valid, so they cannot censor a round by making its updates stale."""
+    if update.base != parent.base:
+        raise ProtocolError(Reason.STALE_BASE, f"update base {update.base.hex()[:16]} is not the round's base")
+    if update.device in parent.revocations.devices:
+        raise ProtocolError(Reason.REVOKED, "the device is revoked on this chain")
     if block_time_ms > update.cert.expires_ms:  # the receiver's time of the round, not only the update's own
         raise ProtocolError(Reason.CERT_EXPIRED, "the certificate expired before this round")
     skew = task.chain.max_skew_ms
-    if not parent.timestamp_ms - skew <= update.timestamp_ms <= block_time_ms + skew:
-        raise ProtocolError(Reason.BAD_TIMESTAMP, "update time is outside [parent - skew, block + skew]")
+    if not parent.base_ms - skew <= update.timestamp_ms <= block_time_ms + skew:
+        raise ProtocolError(Reason.BAD_TIMESTAMP, "update time is outside [base - skew, block + skew]")
+
+
+def check_revocations(raw: bytes | None, parent: BlockState, task: Task) -> RevocationList:
+    """The revocation list in effect after a block: the one it carries (newer than its parent's) or the parent's."""
+    if raw is None:
+        return parent.revocations
+    try:
+        listed = parse_revocations(raw, task)
+    except ProtocolError as exc:
+        raise ProtocolError(Reason.BAD_REVOCATIONS, exc.detail) from None
+    if listed.ts <= parent.revocations.ts:
+        raise ProtocolError(Reason.BAD_REVOCATIONS, "the block's revocation list is not newer than its chain's")
+    return listed
 
 
 def check_header(header: Header, parent: Header, task: Task, chain: ChainView, now_ms: int) -> None:
@@ -123,8 +143,9 @@ def validate_block(
         raise ProtocolError(Reason.BAD_MINER, "block is not signed by its header's miner")
     if len(block.update_bytes) > params.max_updates:
         raise ProtocolError(Reason.TOO_MANY_UPDATES, f"{len(block.update_bytes)} > {params.max_updates}")
-    if update_root(block.update_bytes) != header.merkle_root:
-        raise ProtocolError(Reason.BAD_MERKLE_ROOT, "merkle root does not match the updates")
+    if body_root(block.update_bytes, block.extras) != header.merkle_root:
+        raise ProtocolError(Reason.BAD_MERKLE_ROOT, "merkle root does not match the updates and extras")
+    revocations = check_revocations(block.extras.revocations, parent, task)
     updates, devices = [], set()
     known = known_updates or {}
     for index, update_raw in enumerate(block.update_bytes):
@@ -134,14 +155,26 @@ def validate_block(
                 update = Update.parse(update_raw, task)
             except ProtocolError as exc:
                 raise ProtocolError(Reason.BAD_UPDATE, f"update {index}: {exc}") from None
-        check_update(update, parent.header, header.timestamp_ms, task)
+        check_update(update, parent, header.timestamp_ms, task)
         if update.device in devices:
             raise ProtocolError(Reason.DUPLICATE_DEVICE, f"update {index} repeats a device")
         devices.add(update.device)
         updates.append(update)
-    commitment, model = apply_updates(task, parent.model, updates, decryptor)
+    offenders(block.extras.evidence, task=task, chain=chain, parent=parent.hash, validate=validate_block)
+    commitment, model, excluded = apply_updates(task, parent.model, updates, decryptor)
+    if excluded != block.extras.excluded:
+        raise ProtocolError(Reason.BAD_EXCLUSIONS, "the block's excluded updates are not those its rule excludes")
     if commitment != header.model_hash:
         raise ProtocolError(
             Reason.BAD_MODEL_HASH, "header's model hash is not that of the aggregated model (or encrypted aggregate)"
         )
-    return block, updates, BlockState(header, parent.cumwork + work(header.target), model)
+    changed = len(updates) > len(excluded)
+    state = BlockState(
+        header,
+        parent.cumwork + work(header.target),
+        model,
+        header.hash if changed else parent.base,
+        header.timestamp_ms if changed else parent.base_ms,
+        revocations,
+    )
+    return block, updates, state

@@ -20,6 +20,8 @@ from edge_sdk.protocol import codec
 from edge_sdk.protocol.block import Header, Update
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import decode_model, encode_model, model_hash
+from edge_sdk.protocol.revocations import NO_REVOCATIONS, RevocationList, parse_revocations
+from edge_sdk.protocol.sync import Snapshot
 from edge_sdk.protocol.work import work
 
 SCHEMA = """
@@ -32,6 +34,9 @@ CREATE TABLE IF NOT EXISTS blocks (
     raw BLOB NOT NULL,          -- the block envelope exactly as received (empty below a snapshot)
     raw_digest BLOB NOT NULL,   -- SHA-256 of raw: finds a block seen before without validating it again
     model BLOB NOT NULL,        -- canonical CBOR of the global model after this block (empty if unknown)
+    base BLOB NOT NULL,         -- the last block on this branch that changed the model
+    base_ms INTEGER NOT NULL,   -- its timestamp
+    revocations BLOB NOT NULL,  -- the revocation list in effect after this block (empty if none)
     received_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blocks_by_height ON blocks(height);
@@ -51,6 +56,8 @@ class ChainStore(HeaderWalk):
         self.decryptor = decryptor
         self.db.script(SCHEMA)
         self._cache: dict[bytes, BlockState] = {}
+        self._revocation_cache = NO_REVOCATIONS
+        self.reorgs_refused = 0
         stored = self._meta("genesis")
         if stored is None:
             if genesis_raw is None:
@@ -85,30 +92,65 @@ class ChainStore(HeaderWalk):
             raw,
             hashlib.sha256(raw or header.hash).digest(),
             model,
+            state.base,
+            state.base_ms,
+            state.revocations.raw,
             now_ms(),
         )
-        self.db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        self.db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def _set_tip_if_better(self, state: BlockState) -> bool:
-        if not is_better(state, self.get(self._meta("tip"))):
+        """Fork choice, except that a branch abandoning more than max_reorg_depth blocks of the
+        best chain is never adopted (counted in `reorgs_refused`): history that deep is final here."""
+        tip = self.get(self._meta("tip"))
+        if not is_better(state, tip):
+            return False
+        limit = self.task.chain.max_reorg_depth
+        if self.abandoned(state.header, tip.header, limit) > limit:
+            self.reorgs_refused += 1
             return False
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (state.hash,))
         return True
+
+    def abandoned(self, new: Header, old: Header, limit: int) -> int:
+        """How many blocks of the branch ending in `old` a switch to `new` would abandon (limit + 1 when more)."""
+        while new.height > old.height:
+            new = self.header(new.prev_hash)
+        lost = 0
+        while old.hash != new.hash:
+            if old.height == new.height:
+                new = self.header(new.prev_hash)
+            old = self.header(old.prev_hash)
+            lost += 1
+            if lost > limit:
+                break
+        return lost
 
     # ChainView
     def get(self, block_hash: bytes) -> BlockState | None:
         state = self._cache.get(block_hash)
         if state is not None:
             return state
-        row = self.db.one("SELECT header, cumwork, model FROM blocks WHERE hash = ?", (block_hash,))
+        row = self.db.one(
+            "SELECT header, cumwork, model, base, base_ms, revocations FROM blocks WHERE hash = ?", (block_hash,)
+        )
         if row is None:
             return None
         model = decode_model(codec.decode(row[2]))[0] if row[2] else None
-        state = BlockState(Header.decode(row[0]), int.from_bytes(row[1], "big"), model)
+        revocations = self._revocations(row[5])
+        state = BlockState(Header.decode(row[0]), int.from_bytes(row[1], "big"), model, row[3], row[4], revocations)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.clear()
         self._cache[block_hash] = state
         return state
+
+    def _revocations(self, raw: bytes) -> RevocationList:
+        """Parsed once per distinct list (lists change rarely; blocks share them)."""
+        if not raw:
+            return NO_REVOCATIONS
+        if self._revocation_cache.raw != raw:
+            self._revocation_cache = parse_revocations(raw, self.task)
+        return self._revocation_cache
 
     def header(self, block_hash: bytes) -> Header | None:
         state = self._cache.get(block_hash)
@@ -144,25 +186,44 @@ class ChainStore(HeaderWalk):
         self._cache[state.hash] = state
         return state, better
 
-    def add_checkpoint(self, headers: list[Header], model, now: int | None = None) -> BlockState:
+    def add_checkpoint(self, snapshot: Snapshot, now: int | None = None) -> BlockState:
         """Adopt a snapshot: headers that extend a block this store has, each checked as a header
         (link, height, retarget, proof-of-work, miner set, time), and the global model after the
-        last one, checked against that header's model hash. Blocks below the checkpoint keep only
-        their headers. Atomic: a bad header or model changes nothing."""
+        last one, checked against that header's model hash. Its round base must be one of its
+        blocks (or the block it extends) with the same model hash, and its revocation list must
+        be the coordinator's. Blocks below the checkpoint keep only their headers. Atomic: a bad
+        header or model changes nothing. Whether to trust the snapshot at all (several miners
+        agree) is the caller's decision."""
+        headers = [Header.decode(h) for h in snapshot.headers]
         if not headers:
             raise ProtocolError(Reason.BAD_BODY, "a snapshot needs at least one header")
         parent = self.get(headers[0].prev_hash)
         if parent is None:
             raise ProtocolError(Reason.UNKNOWN_PARENT, "the snapshot does not extend a known block")
-        if model_hash(model, self.task.chain.frac_bits) != headers[-1].model_hash:
+        tip = headers[-1]
+        if model_hash(snapshot.model, self.task.chain.frac_bits) != tip.model_hash:
             raise ProtocolError(Reason.BAD_MODEL_HASH, "the snapshot's model is not the one its header commits to")
+        base = next((h for h in [parent.header, *headers] if h.hash == snapshot.base), None)
+        if base is None or base.model_hash != tip.model_hash:
+            raise ProtocolError(Reason.BAD_BODY, "the snapshot's base is not one of its blocks with its model")
+        revocations = NO_REVOCATIONS
+        if snapshot.revocations is not None:
+            revocations = parse_revocations(snapshot.revocations, self.task)
         now = now_ms() if now is None else now
         with self.db.transaction():
             cumwork, previous = parent.cumwork, parent.header
             for i, header in enumerate(headers):
                 check_header(header, previous, self.task, self, now)
                 cumwork += work(header.target)
-                state = BlockState(header, cumwork, model if i == len(headers) - 1 else None)
+                last = i == len(headers) - 1
+                state = BlockState(
+                    header,
+                    cumwork,
+                    snapshot.model if last else None,
+                    base.hash if last else header.hash,  # below the checkpoint nobody trains: placeholders
+                    base.timestamp_ms if last else header.timestamp_ms,
+                    revocations if last else NO_REVOCATIONS,
+                )
                 if not self.has(header.hash):
                     self._insert(state, b"")
                 previous = header

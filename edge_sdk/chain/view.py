@@ -8,6 +8,7 @@ from typing import Protocol
 from edge_sdk.protocol.block import Header
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import Model
+from edge_sdk.protocol.revocations import NO_REVOCATIONS, RevocationList
 
 
 @dataclass(frozen=True, eq=False)  # compare blocks by .hash; models are arrays
@@ -17,6 +18,9 @@ class BlockState:
     header: Header
     cumwork: int
     model: Model | None  # None for headers taken from a snapshot below its checkpoint, and for miners in Paillier modes
+    base: bytes  # the last block on this branch that changed the model (or genesis): updates for a child name it
+    base_ms: int  # that block's timestamp
+    revocations: RevocationList = NO_REVOCATIONS  # the newest list carried on this branch, up to this block
 
     @property
     def hash(self) -> bytes:

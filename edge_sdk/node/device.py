@@ -116,6 +116,8 @@ class Device(Node):
         self.mark_dirty()
 
     def sync_targets(self, hint: str | None) -> list[str]:
+        if self.wants_snapshot():  # a snapshot is trusted only when several miners agree on it
+            return [m.node_id for m in self.miners]
         return [hint if hint in self.online else self.miner.node_id]
 
     def wants_snapshot(self) -> bool:
@@ -167,9 +169,9 @@ class Device(Node):
     # --- training and updates ---
     def _maybe_train(self) -> None:
         tip = self.store.tip
-        if self.training or tip.hash == self.trained_for:
+        if self.training or tip.base == self.trained_for:
             return
-        base, params, height = tip.hash, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
+        base, params, height = tip.base, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
         self.trained_for = base
         self.training = True
         event(log, logging.INFO, "training", height=height)
@@ -218,7 +220,7 @@ class Device(Node):
             return  # training failed (logged); the next tip trains again
         self.count("train_seconds", done.train_seconds)
         self.count("crypto_seconds", done.crypto_seconds)
-        if done.base != self.store.tip.hash:
+        if done.base != self.store.tip.base:
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
         write_atomic(self.state / OUTBOX_FILE, done.update)
@@ -236,7 +238,7 @@ class Device(Node):
         """Publish the held update if it is still for the tip, not on its way, and the miner is online."""
         if self.unacked is None or self.in_flight is not None or time.monotonic() < self.retry_at:
             return
-        if self.unacked_base != self.store.tip.hash:
+        if self.unacked_base != self.store.tip.base:
             self._drop()  # stale: the next training replaces it
             return
         if not self.online[self.miner.node_id]:
@@ -260,7 +262,7 @@ class Device(Node):
             base = codec.decode(update)[3]["base"]
         except (ProtocolError, IndexError, KeyError, TypeError):
             base = None  # torn or foreign: nothing to resend
-        if base == self.store.tip.hash:
+        if base == self.store.tip.base:
             self.trained_for = base
             self._hold(update, base)
         else:

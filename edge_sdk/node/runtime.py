@@ -85,6 +85,7 @@ class Node:
         self.inbox: queue.Queue = self.conn.inbox
         self.counters: Counter = Counter()
         self.rejections: Counter = Counter()
+        self._snapshot_votes: dict[bytes, tuple] = {}  # miner -> the snapshot it sent last
         self.status_path = Path(status_path)
         self._dirty = True
         self._status_written = 0.0
@@ -193,6 +194,9 @@ class Node:
         event(log, logging.INFO, "new tip", height=self.store.tip.header.height, hash=self.store.tip.hash.hex()[:16])
         self.mark_dirty()
 
+    def on_invalid_block(self, raw: bytes, error: ProtocolError) -> None:
+        """A block broke a block rule (miners keep it as evidence against its signer)."""
+
     def on_rejection(self, notice: sync.Rejection) -> None:
         """A miner refused one of this node's updates."""
 
@@ -216,7 +220,7 @@ class Node:
     # --- chain ---
     def accept_block(self, raw: bytes, source: str | None) -> bool:
         """Validate and store a block; a missing parent starts a sync with `source`."""
-        before = self.store.tip.hash
+        before, refused = self.store.tip.hash, self.store.reorgs_refused
         try:
             state, _ = self.store.add(raw, known_updates=self.known_updates())
         except ProtocolError as exc:
@@ -224,8 +228,13 @@ class Node:
                 self.request_sync(source)
             else:
                 self.reject(exc.reason, exc.detail, source=f"block:{source}")
+                self.on_invalid_block(raw, exc)
             return False
         self.on_block_accepted(state, raw)
+        if self.store.reorgs_refused != refused:
+            self.count("reorgs_refused")
+            limit = self.task.chain.max_reorg_depth
+            event(log, logging.WARNING, "deep reorganisation refused", height=state.header.height, limit=limit)
         if self.store.tip.hash != before:
             self.on_new_tip()
         return True
@@ -256,18 +265,31 @@ class Node:
             self.on_rejection(reply)
             return
         source = node_id(reply.signer)
-        if reply.headers and self.adopts_snapshots:
-            before = self.store.tip.hash
-            state = self.store.add_checkpoint([Header.decode(h) for h in reply.headers], reply.model)
-            event(log, logging.INFO, "snapshot adopted", height=state.header.height)
-            self.on_block_accepted(state, None)
-            if self.store.tip.hash != before:
-                self.on_new_tip()
+        if reply.snapshot is not None and self.adopts_snapshots:
+            self.consider_snapshot(reply.snapshot, reply.signer)
         for raw in reply.blocks:
             if not self.accept_block(raw, source):
                 return
         if len(reply.blocks) >= sync.MAX_SYNC_BLOCKS:
             self.request_sync(source)  # there may be more
+
+    def consider_snapshot(self, snapshot: sync.Snapshot, signer: bytes) -> None:
+        """Adopt a snapshot only when snapshot_quorum distinct miners sent the same one (tip, round
+        base, revocations): one peer's proof-of-work alone never decides where a joiner starts."""
+        if self.store.tip.header.height > 0:
+            return
+        self._snapshot_votes[signer] = snapshot.agreement_key  # one vote per miner, its latest
+        agreeing = sum(key == snapshot.agreement_key for key in self._snapshot_votes.values())
+        if agreeing < min(self.task.chain.snapshot_quorum, len(self.task.miners)):
+            event(log, logging.INFO, "snapshot vote", agreeing=agreeing, height=len(snapshot.headers))
+            return
+        self._snapshot_votes.clear()
+        before = self.store.tip.hash
+        state = self.store.add_checkpoint(snapshot)
+        event(log, logging.INFO, "snapshot adopted", height=state.header.height, miners=agreeing)
+        self.on_block_accepted(state, None)
+        if self.store.tip.hash != before:
+            self.on_new_tip()
 
     # --- output ---
     def publish(self, topic: str, payload: bytes, **kw) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 from edge_sdk.protocol import codec, envelope
 from edge_sdk.protocol.cert import Certificate
 from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.extras import Extras
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.merkle import merkle_root
@@ -182,11 +183,12 @@ def make_update(
 
 @dataclass(frozen=True)
 class Block:
-    """A parsed block: its header and the raw update envelopes it records, in order."""
+    """A parsed block: its header, the raw update envelopes it records (in order) and its extras."""
 
     envelope: envelope.Envelope
     header: Header
     update_bytes: tuple[bytes, ...]
+    extras: Extras = Extras()
 
     @property
     def hash(self) -> bytes:
@@ -200,27 +202,37 @@ class Block:
     def parse(cls, raw: bytes, max_bytes: int) -> Block:
         env = envelope.open_envelope(raw, expect="block", max_bytes=max_bytes)
         body = env.body
-        if not isinstance(body, dict) or set(body) != {"header", "updates"}:
-            raise ProtocolError(Reason.BAD_BODY, "block body must have exactly header, updates")
+        if not isinstance(body, dict) or set(body) != {"header", "updates", "extras"}:
+            raise ProtocolError(Reason.BAD_BODY, "block body must have exactly header, updates, extras")
         updates = body["updates"]
         if not isinstance(updates, list) or not all(isinstance(u, bytes) for u in updates):
             raise ProtocolError(Reason.BAD_BODY, "updates must be a list of byte strings")
-        return cls(env, Header.decode(body["header"]), tuple(updates))
+        header = Header.decode(body["header"])
+        return cls(env, header, tuple(updates), Extras.from_wire(body["extras"], len(updates)))
 
 
-def update_root(update_bytes) -> bytes:
-    return merkle_root([hashlib.sha256(u).digest() for u in update_bytes])
+def body_root(update_bytes, extras: Extras) -> bytes:
+    """The header's merkle_root: leaves are each update's SHA-256, then the extras' leaf."""
+    return merkle_root([*(hashlib.sha256(u).digest() for u in update_bytes), extras.leaf])
 
 
 def block_template(
-    *, parent: Header, task: Task, miner: bytes, update_bytes, commitment: bytes, timestamp_ms: int, target: int
+    *,
+    parent: Header,
+    task: Task,
+    miner: bytes,
+    update_bytes,
+    extras: Extras,
+    commitment: bytes,
+    timestamp_ms: int,
+    target: int,
 ) -> Header:
     """Header of a block on `parent` (nonce 0, not yet mined); `commitment` from aggregation.apply_updates."""
     return Header(
         height=parent.height + 1,
         prev_hash=parent.hash,
         task_id=task.id,
-        merkle_root=update_root(update_bytes),
+        merkle_root=body_root(update_bytes, extras),
         model_hash=commitment,
         miner=miner,
         timestamp_ms=timestamp_ms,
@@ -228,9 +240,10 @@ def block_template(
     )
 
 
-def seal_block(identity: Identity, header: Header, update_bytes) -> bytes:
+def seal_block(identity: Identity, header: Header, update_bytes, extras: Extras) -> bytes:
     """Wire bytes of a mined block, signed by its miner."""
-    return envelope.sign(identity, "block", {"header": header.encode(), "updates": list(update_bytes)})
+    body = {"header": header.encode(), "updates": list(update_bytes), "extras": extras.to_wire()}
+    return envelope.sign(identity, "block", body)
 
 
 def make_genesis(identity: Identity, task: Task) -> bytes:

@@ -28,7 +28,7 @@ class Reason(str, Enum):
     OVER_QUOTA = "over_quota"
     # miner policy (not block rules)
     REPLAY = "replay"
-    REVOKED = "revoked"
+    REVOKED = "revoked"  # also a block rule: an update of a device revoked on the parent's chain
     # blocks and chain
     UNKNOWN_PARENT = "unknown_parent"
     BAD_HEIGHT = "bad_height"
@@ -43,6 +43,10 @@ class Reason(str, Enum):
     BAD_MINER = "bad_miner"
     BAD_MODEL_HASH = "bad_model_hash"
     BAD_GENESIS = "bad_genesis"
+    BAD_EXTRAS = "bad_extras"
+    BAD_REVOCATIONS = "bad_revocations"
+    BAD_EVIDENCE = "bad_evidence"
+    BAD_EXCLUSIONS = "bad_exclusions"
 
 
 class ProtocolError(ValueError):

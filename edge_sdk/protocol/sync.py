@@ -8,12 +8,13 @@ tells its device why with a `rejection`, so a device with a stale base knows to 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.block import HEADER_SIZE
 from edge_sdk.protocol.errors import ProtocolError, Reason
-from edge_sdk.protocol.fixedpoint import decode_model
+from edge_sdk.protocol.fixedpoint import Model, decode_model, encode_model
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import Task
 
@@ -94,20 +95,43 @@ def wants_snapshot(request: Request, best_chain_hashes: list[bytes]) -> bool:
     return request.snapshot and len(best_chain_hashes) > 2 and known in (None, best_chain_hashes[0])
 
 
-def make_response(
-    identity: Identity, task: Task, blocks: list[bytes], snapshot: tuple[list[bytes], dict] | None = None
-) -> bytes:
+@dataclass(frozen=True)
+class Snapshot:
+    """What a late joiner starts from instead of every block: the headers from height 1 to a tip
+    (encoded; decoded on use), the global model after it, its round base (the last block that
+    changed the model) and the revocation list in effect there."""
+
+    headers: list[bytes]
+    model: Model
+    base: bytes
+    revocations: bytes | None
+
+    @property
+    def tip(self) -> bytes:
+        return hashlib.sha256(self.headers[-1]).digest()
+
+    @property
+    def agreement_key(self) -> tuple:
+        """What independent miners must agree on before a joiner trusts a snapshot."""
+        return (self.tip, self.base, self.revocations)
+
+
+def make_response(identity: Identity, task: Task, blocks: list[bytes], snapshot: Snapshot | None = None) -> bytes:
     body = {"task": task.id, "blocks": blocks}
     if snapshot is not None:
-        body["headers"], body["model"] = snapshot
+        body["snapshot"] = {
+            "headers": snapshot.headers,
+            "model": encode_model(snapshot.model, task.chain.frac_bits),
+            "base": snapshot.base,
+            "revocations": snapshot.revocations,
+        }
     return envelope.sign(identity, "sync_response", body)
 
 
 @dataclass(frozen=True)
 class Response:
     blocks: list[bytes]
-    headers: list[bytes] | None = None  # a snapshot's encoded headers, from height 1 to its tip (decoded on use)
-    model: dict | None = None  # the global model after the last header
+    snapshot: Snapshot | None = None
     signer: bytes = b""  # the answering miner
 
 
@@ -122,25 +146,30 @@ def max_response_bytes(task: Task) -> int:
 
 def _response(env: envelope.Envelope, task: Task) -> Response:
     body = env.body
-    keys = ({"task", "blocks"}, {"task", "blocks", "headers", "model"})
+    keys = ({"task", "blocks"}, {"task", "blocks", "snapshot"})
     if not isinstance(body, dict) or set(body) not in keys or body["task"] != task.id:
-        raise ProtocolError(
-            Reason.BAD_BODY, "sync_response must have task (this one), blocks, and optionally headers with model"
-        )
+        raise ProtocolError(Reason.BAD_BODY, "sync_response must have task (this one), blocks, and optionally snapshot")
     if task.miner(env.signer) is None:
         raise ProtocolError(Reason.BAD_MINER, "sync response from a node outside the miner set")
     if not isinstance(body["blocks"], list) or not all(isinstance(b, bytes) for b in body["blocks"]):
         raise ProtocolError(Reason.BAD_BODY, "blocks must be a list of byte strings")
-    if "headers" not in body:
+    if "snapshot" not in body:
         return Response(body["blocks"], signer=env.signer)
-    if not isinstance(body["headers"], list) or not body["headers"]:
+    snap = body["snapshot"]
+    if not isinstance(snap, dict) or set(snap) != {"headers", "model", "base", "revocations"}:
+        raise ProtocolError(Reason.BAD_BODY, "snapshot must have exactly headers, model, base, revocations")
+    if not isinstance(snap["headers"], list) or not snap["headers"]:
         raise ProtocolError(Reason.BAD_BODY, "headers must be a non-empty list")
-    model, frac_bits = decode_model(body["model"])
+    if not all(isinstance(h, bytes) and len(h) == HEADER_SIZE for h in snap["headers"]):
+        raise ProtocolError(Reason.BAD_BODY, f"headers must be {HEADER_SIZE}-byte strings")
+    if not isinstance(snap["base"], bytes) or len(snap["base"]) != 32:
+        raise ProtocolError(Reason.BAD_BODY, "snapshot base must be a 32-byte block hash")
+    if snap["revocations"] is not None and not isinstance(snap["revocations"], bytes):
+        raise ProtocolError(Reason.BAD_BODY, "snapshot revocations must be a byte string or null")
+    model, frac_bits = decode_model(snap["model"])
     if frac_bits != task.chain.frac_bits:
         raise ProtocolError(Reason.BAD_BODY, "snapshot model has the wrong frac_bits")
-    if not all(isinstance(h, bytes) and len(h) == HEADER_SIZE for h in body["headers"]):
-        raise ProtocolError(Reason.BAD_BODY, f"headers must be {HEADER_SIZE}-byte strings")
-    return Response(body["blocks"], body["headers"], model, signer=env.signer)
+    return Response(body["blocks"], Snapshot(snap["headers"], model, snap["base"], snap["revocations"]), env.signer)
 
 
 @dataclass(frozen=True)

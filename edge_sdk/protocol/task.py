@@ -33,6 +33,8 @@ class ChainParams:
     max_skew_ms: int = 120_000  # how far a timestamp may run ahead of a clock
     frac_bits: int = 24  # fixed-point fractional bits of the global model
     delta_bits: int = 6  # every |delta| < 2^delta_bits
+    max_reorg_depth: int = 6  # a node never abandons more blocks of its best chain than this
+    snapshot_quorum: int = 2  # distinct miners whose snapshots must agree before a late joiner adopts one
 
     def to_wire(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -73,6 +75,8 @@ class ChainParams:
             problems.append(f"max_updates must be in [1, {MAX_UPDATES_LIMIT}]")
         if self.max_update_bytes < 1024 or self.max_block_bytes < self.max_update_bytes:
             problems.append("need 1024 <= max_update_bytes <= max_block_bytes")
+        if not 1 <= self.max_reorg_depth <= 1 << 20 or not 1 <= self.snapshot_quorum <= 64:
+            problems.append("max_reorg_depth must be in [1, 2^20] and snapshot_quorum in [1, 64]")
         if self.frac_bits < 0 or self.delta_bits < 0 or self.frac_bits + self.delta_bits > FIXED_POINT_BUDGET:
             problems.append(f"frac_bits + delta_bits must be <= {FIXED_POINT_BUDGET}")
         if problems:
@@ -137,18 +141,22 @@ class RoundRules:
 
 @dataclass(frozen=True)
 class RewardRules:
-    """Ledger credits: `mining` per block to its miner, `per_sample` per included sample to the device."""
+    """Ledger credits: `mining` per block with at least rounds.min_updates aggregated updates, to its
+    miner; `per_sample` per weighted sample of each aggregated update, to its device. `deposit`:
+    what a node forfeits, once, when a block carries evidence of its misbehaviour."""
 
     mining: int = 100
     per_sample: int = 1
+    deposit: int = 1000
 
     def to_wire(self) -> dict:
-        return {"mining": self.mining, "per_sample": self.per_sample}
+        return {"mining": self.mining, "per_sample": self.per_sample, "deposit": self.deposit}
 
     @classmethod
     def from_wire(cls, value: Any) -> RewardRules:
-        rules = cls(**_fields_from_wire(cls, value, "rewards", {"mining": int, "per_sample": int}))
-        if rules.mining < 0 or rules.per_sample < 0:
+        kinds = {"mining": int, "per_sample": int, "deposit": int}
+        rules = cls(**_fields_from_wire(cls, value, "rewards", kinds))
+        if rules.mining < 0 or rules.per_sample < 0 or rules.deposit < 0:
             raise ProtocolError(Reason.BAD_BODY, "rewards must be >= 0")
         return rules
 

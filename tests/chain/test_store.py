@@ -138,7 +138,7 @@ def test_chain_verify_catches_a_mined_block_with_a_wrong_model_hash(demo_db):
     block_hash, raw = conn.execute("SELECT hash, raw FROM blocks WHERE height = 3").fetchone()
     block = Block.parse(raw, 1 << 30)
     forged_header = search_nonce(dataclasses.replace(block.header, model_hash=bytes(32)))
-    forged = seal_block(miner, forged_header, block.update_bytes)
+    forged = seal_block(miner, forged_header, block.update_bytes, block.extras)
     conn.execute(
         "UPDATE blocks SET raw = ?, hash = ?, header = ? WHERE hash = ?",
         (forged, forged_header.hash, forged_header.encode(), block_hash),

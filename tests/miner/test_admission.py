@@ -13,7 +13,7 @@ from edge_sdk.protocol.identity import Identity
 
 
 def verdict(fed, sealed, *, tip=None, revoked=(), seen=(), in_round=(), now=None):
-    tip = tip or fed.chain().tip.header
+    tip = tip or fed.chain().tip
     return admit(
         sealed,
         box_key=fed.miner.box_key,
@@ -83,7 +83,7 @@ def test_each_rule_refuses_with_its_reason(fed, case, reason):
         fed = small
         sealed = envelope.seal(fed.miner.public.box_pk, raw)
     v = verdict(fed, sealed, **kw)
-    assert not v.admitted and v.update is None
+    assert not v.admitted and v.error is not None
     assert v.error.reason is reason, v.error
     assert (v.digest is None) == (case == "sealed to another miner")
 

@@ -2,7 +2,6 @@
 
 import threading
 
-import pytest
 from conftest import make_federation
 
 from coordinator.miner.assembly import BLOCK_OVERHEAD, assemble, build_block, fitting, search_nonce
@@ -12,7 +11,7 @@ from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block
 from edge_sdk.clock import now_ms
 from edge_sdk.protocol.block import Update
-from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.errors import Reason
 
 
 def pooled(fed, tmp_path, n=3):
@@ -90,16 +89,16 @@ def test_validation_reuses_known_updates_instead_of_parsing_again(fed):
 def test_assembly_rechecks_the_chain_state_rules(fed):
     chain = fed.chain()
     stale = Update.parse(fed.update(0, bytes(32)), fed.task)
-    with pytest.raises(ProtocolError) as err:
-        assemble(
-            miner=fed.miner.public.sign_pk,
-            task=fed.task,
-            chain=chain,
-            parent=chain.tip,
-            updates=[stale],
-            now_ms=now_ms(),
-        )
-    assert err.value.reason is Reason.STALE_BASE
+    template = assemble(
+        miner=fed.miner.public.sign_pk,
+        task=fed.task,
+        chain=chain,
+        parent=chain.tip,
+        updates=[stale],
+        now_ms=now_ms(),
+    )
+    assert template.updates == ()
+    assert [(u, e.reason) for u, e in template.left_out] == [(stale, Reason.STALE_BASE)]
 
 
 def test_a_stopped_nonce_search_gives_up(fed):
@@ -160,6 +159,7 @@ def test_an_update_whose_certificate_expires_while_pooled_is_left_out_not_fatal(
     later = now + 5000
     on_tip = dict(task=fed.task, chain=chain, parent=chain.tip, now_ms=later)
     template = assemble(miner=fed.miner.public.sign_pk, updates=[expiring, fine], **on_tip)
-    assert template.expired == (expiring,) and template.updates == (fine,)
+    assert [(u, e.reason) for u, e in template.left_out] == [(expiring, Reason.CERT_EXPIRED)]
+    assert template.updates == (fine,)
     block = build_block(identity=fed.miner, updates=[fine], **on_tip)
     assert chain.add(block, now=later).header.height == 1
