@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 from coordinator.miner.assembly import build_block  # noqa: E402
 from edge_sdk.chain.aggregation import fedavg  # noqa: E402
 from edge_sdk.chain.memory import MemoryChain  # noqa: E402
+from edge_sdk.chain.robust import aggregate  # noqa: E402
 from edge_sdk.protocol import codec, envelope  # noqa: E402
+from edge_sdk.protocol.aggregation_rule import AggregationRule  # noqa: E402
 from edge_sdk.protocol.block import Block, make_genesis, make_update  # noqa: E402
 from edge_sdk.protocol.cert import issue_certificate  # noqa: E402
 from edge_sdk.protocol.fixedpoint import model_hash, to_fixed  # noqa: E402
@@ -90,6 +92,49 @@ def _header(header, note: str) -> dict:
             "nonce": header.nonce,
         },
     }
+
+
+def _aggregation_rules() -> list[dict]:
+    """Each rule on one round of 6 updates over the test model's shape: update 3 is scaled by 50,
+    update 4 claims 5000 samples among claims near 100."""
+    frac = 24
+    rng = np.random.default_rng(20260101)
+    base = to_fixed({"W": rng.standard_normal((6, 3)) * 0.5, "b": np.full(3, 0.5)}, frac)
+    samples = [100, 80, 120, 100, 5000, 90]
+    updates = []
+    for k, n in enumerate(samples):
+        scale = 0.5 if k == 3 else 0.01
+        updates.append(
+            (
+                n,
+                {
+                    "W": (rng.standard_normal((6, 3)) * scale).astype(np.float32),
+                    "b": (rng.standard_normal(3) * scale).astype(np.float32),
+                },
+            )
+        )
+    rules = [
+        AggregationRule("fedavg", weight_cap=2, norm_factor=3.0),
+        AggregationRule("median"),
+        AggregationRule("trimmed-mean", trim=0.2),
+        AggregationRule("multi-krum", f=1),
+        AggregationRule("multi-krum", f=2, weight_cap=0),
+    ]
+    out = []
+    for rule in rules:
+        model, excluded = aggregate(base, updates, frac, rule)
+        out.append(
+            {
+                "rule": rule.to_wire(),
+                "frac_bits": frac,
+                "base": _params(base, True),
+                "updates": [{"n": n, "delta": _params(d, False)} for n, d in updates],
+                "result": _params(model, True),
+                "excluded": list(excluded),
+                "model_hash": model_hash(model, frac).hex(),
+            }
+        )
+    return out
 
 
 def generate() -> dict:
@@ -170,6 +215,7 @@ def generate() -> dict:
             {"leaves": [x.hex() for x in leaves[:n]], "root": merkle_root(leaves[:n]).hex()} for n in (0, 1, 2, 3, 5, 8)
         ],
         "aggregation": aggregation,
+        "aggregation_rules": _aggregation_rules(),
         "seal": [
             {
                 "box_sk": bytes(sealer.box_key).hex(),
