@@ -35,7 +35,7 @@ import numpy as np
 
 from coordinator.miner.assembly import build_block
 from coordinator.miner.node import Miner
-from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block
 from edge_sdk.clock import now_ms

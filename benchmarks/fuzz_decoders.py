@@ -43,7 +43,7 @@ from pathlib import Path
 import cbor2
 
 from coordinator.miner.assembly import search_nonce
-from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block, validate_genesis
 from edge_sdk.protocol import codec, envelope, sync

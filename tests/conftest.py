@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from coordinator.miner.assembly import build_block, search_nonce
-from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import expected_target
 from edge_sdk.clock import now_ms

@@ -44,10 +44,11 @@ def aggregate(base, updates, frac_bits, rule):
     if not survivors:
         return {name: list(base[name][1]) for name in names}, tuple(range(len(updates)))
     rows = [q[k] for k in survivors]
-    w = [samples[k] for k in survivors]
-    if rule["weight_cap"] > 0:
+    w = list(samples)
+    if rule["weight_cap"] > 0:  # the cap comes from every claim in the block, so the ledger can recompute it
         cap = rule["weight_cap"] * _lower_median(w)
         w = [min(x, cap) for x in w]
+    w = [w[k] for k in survivors]
     m, size = len(rows), len(flat_base)
     kept = survivors
     if rule["rule"] == "fedavg":

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.rules import check_update, expected_target
 from edge_sdk.chain.view import BlockState, ChainView
 from edge_sdk.protocol.block import NONCE_OFFSET, Header, Update, block_template, seal_block

@@ -13,9 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from edge_sdk.privacy import paillier
-from edge_sdk.protocol.fixedpoint import Model, model_hash
-from edge_sdk.protocol.packing import mean_fixed, unflatten
+from edge_sdk.protocol.fixedpoint import Model
 
 MAX_TOTAL_SAMPLES = 1 << 31
 
@@ -44,48 +42,3 @@ def fedavg(base: Model, updates: Sequence[tuple[int, Mapping[str, np.ndarray]]],
         mean = (2 * acc + total) // (2 * total)
         out[name] = value + mean
     return out
-
-
-def apply_updates(
-    task, parent_model: Model | None, updates, decryptor=None
-) -> tuple[bytes, Model | None, tuple[int, ...]]:
-    """(commitment, new model, excluded update indices) of a block on a parent; the commitment is
-    what the header's model_hash must be.
-
-    plain and dp: the task's aggregation rule decides; the commitment is the new model's hash.
-    Paillier: the commitment is the hash of the encrypted aggregate (any node can recompute it
-    without the key) and nothing is excluded; only a holder of the key (a `decryptor`) gets the
-    model, exactly: parent + sample-weighted mean of the decrypted sums.
-    """
-    frac = task.chain.frac_bits
-    if not task.privacy.encrypted:
-        model, excluded = aggregate(parent_model, [(u.samples, u.delta) for u in updates], frac, task.aggregation)
-        return model_hash(model, frac), model, excluded
-    packing = task.privacy.packing
-    total = sum(u.samples for u in updates)
-    summed = paillier.aggregate([u.ciphertexts for u in updates], packing)
-    commitment = paillier.aggregate_hash(summed, total, packing)
-    if decryptor is None or parent_model is None:
-        return commitment, None, ()
-    if not updates:
-        return commitment, {name: value.copy() for name, value in parent_model.items()}, ()
-    values = sum(v.size for v in parent_model.values())
-    mean = mean_fixed(decryptor.sums(summed, values), total, packing, frac)
-    shapes = {name: v.shape for name, v in parent_model.items()}
-    delta = unflatten(np.array(mean, dtype=np.int64), shapes)
-    return commitment, {name: parent_model[name] + delta[name] for name in parent_model}, ()
-
-
-def capped_weights(claims: Sequence[int], weight_cap: int) -> list[int]:
-    """Each update's weight: its sample claim, at most weight_cap times the block's lower median
-    claim (0: uncapped). So a device claiming its whole quota buys at most weight_cap honest shares."""
-    if not weight_cap or not claims:
-        return list(claims)
-    cap = weight_cap * sorted(claims)[(len(claims) - 1) // 2]
-    return [min(n, cap) for n in claims]
-
-
-def aggregate(base: Model, updates, frac_bits: int, rule) -> tuple[Model, tuple[int, ...]]:
-    """Placeholder until the robust rules land: FedAvg, nothing excluded."""
-    weights = capped_weights([n for n, _ in updates], rule.weight_cap)
-    return fedavg(base, [(w, d) for w, (_, d) in zip(weights, updates, strict=True)], frac_bits), ()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from edge_sdk.chain.aggregation import capped_weights
+from edge_sdk.chain.robust import weights
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.block import Block, Update
 from edge_sdk.protocol.identity import node_id
@@ -30,8 +30,8 @@ def balances(task: Task, best_chain_blocks: list[bytes]) -> dict[str, int]:
         excluded = set(block.extras.excluded)
         if len(updates) - len(excluded) >= task.rounds.min_updates:
             ledger[node_id(block.header.miner)] += rewards.mining
-        weights = capped_weights([u.samples for u in updates], task.aggregation.weight_cap)
-        for index, (update, weight) in enumerate(zip(updates, weights, strict=True)):
+        capped = weights([u.samples for u in updates], task.aggregation)
+        for index, (update, weight) in enumerate(zip(updates, capped, strict=True)):
             if index not in excluded:
                 ledger[node_id(update.device)] += rewards.per_sample * weight
         for item in block.extras.evidence:  # validated with the block: its first message's signer is the offender

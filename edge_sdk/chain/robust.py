@@ -190,8 +190,9 @@ def aggregate(
     if not survivors:
         return {name: value.copy() for name, value in base.items()}, tuple(range(len(updates)))
 
-    # 2. weights over survivors, 3. the estimator
-    w = weights([samples[k] for k in survivors], rule)
+    # 2. weights (capped by the median of every claim in the block: the ledger pays these), 3. the estimator
+    capped = weights(samples, rule)
+    w = [capped[k] for k in survivors]
     qs = q[survivors] if len(survivors) < len(updates) else q
     kept = survivors
     if rule.rule == "fedavg":

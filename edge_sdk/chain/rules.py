@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from edge_sdk.chain.aggregation import apply_updates
+from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.evidence import offenders
 from edge_sdk.chain.view import BlockState, ChainView
 from edge_sdk.protocol import envelope
