@@ -101,6 +101,8 @@ def init_task(
     paillier_clip_exp: int = 0,
     max_quota: int = 4096,
     aggregation: AggregationRule = AggregationRule(),
+    max_reorg_depth: int = ChainParams.max_reorg_depth,
+    snapshot_quorum: int = ChainParams.snapshot_quorum,
 ) -> Task:
     d = TaskDir(task_dir)
     if d.genesis.exists():
@@ -129,6 +131,8 @@ def init_task(
         target_interval_ms=target_interval_ms,
         retarget_window=retarget_window,
         max_updates=packing.max_updates if packing else ChainParams.max_updates,
+        max_reorg_depth=max_reorg_depth,
+        snapshot_quorum=snapshot_quorum,
     )
     task = Task(
         name,

@@ -37,6 +37,7 @@ class Testbed:
         max_wait_ms: int = 4000,
         samples: int = 60,
         initial_hashes: int = 2000,
+        **task_options,
     ):
         self.root = root
         self.port = broker.free_port()
@@ -52,6 +53,7 @@ class Testbed:
             rounds=RoundRules(min_updates or devices, max_wait_ms),
             initial_hashes=initial_hashes,
             target_interval_ms=2000,
+            **task_options,
         )
         self.topics = Topics(self.task.id)
         for i, m in enumerate(self.miner_ids):
