@@ -188,7 +188,7 @@ def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) 
         time.sleep(0.3)
 
 
-def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers) -> dict:
+def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list) -> dict:
     from coordinator.emulator.report import write_report
 
     chain = observer.chain
