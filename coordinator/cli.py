@@ -184,6 +184,11 @@ def _emulate(args) -> int:
         dp_noise=args.dp_noise,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
+        attack=args.attack,
+        attackers=args.attackers,
+        aggregation=args.aggregation,
+        norm_factor=args.norm_factor,
+        weight_cap=args.weight_cap,
     )
     if options.devices < 1 or options.miners < 1 or options.rounds < 1:
         raise ValueError("--devices, --miners and --rounds must be >= 1")
@@ -247,6 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
     emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
     emulate.add_argument("--dp-delta", type=float, default=1e-5)
+    emulate.add_argument(
+        "--attack",
+        help="scale | sign-flip | noise | label-flip | inflate-samples: some devices poison their updates; "
+        "runs the federation clean and attacked and compares the two",
+    )
+    emulate.add_argument(
+        "--attackers", type=float, default=0.1, help="fraction of devices that attack (at least 1; chosen by --seed)"
+    )
+    emulate.add_argument(
+        "--aggregation", default="fedavg", help="fedavg | median | trimmed-mean:BETA | multi-krum:F (the task's rule)"
+    )
+    emulate.add_argument(
+        "--norm-factor", type=float, default=0.0, help="exclude updates above this times the median norm (0: off)"
+    )
+    emulate.add_argument(
+        "--weight-cap", type=int, default=2, help="weight at most this times the median sample claim (0: off)"
+    )
     emulate.add_argument("--out", help="report directory, new or empty (default: out/emulate-DATE-TIME)")
     emulate.set_defaults(func=_emulate)
 

@@ -31,7 +31,8 @@ def _keys_show(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def run_device(args, make_device=None) -> int:
+    """`run`: build a Device (or what `make_device` builds from the same arguments) and run it."""
     import numpy as np
 
     from edge_sdk.node import logs
@@ -55,7 +56,7 @@ def _run(args) -> int:
         identity = Identity.load(config.identity)
         with np.load(config.data) as data:
             x, y = data["x"], data["y"]
-        device = Device(
+        device = (make_device or Device)(
             bundle=bundle,
             identity=identity,
             data=(x, y),
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0"
     )
     run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=run_device)
     return parser
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.processes import Federation
 from edge_sdk.chain.memory import MemoryChain
-from edge_sdk.protocol.block import Block
+from edge_sdk.protocol.block import Block, Update
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.fixedpoint import to_float
 from edge_sdk.protocol.identity import node_id
@@ -100,6 +100,7 @@ class Observer:
             "block_interval_s": (state.header.timestamp_ms - parent.header.timestamp_ms) / 1000,
             "block_bytes": len(raw),
             "update_bytes": sum(len(u) for u in block.update_bytes),
+            "excluded": self._excluded(block),
             "seen_at_s": round(time.monotonic() - started, 3),
         }
         if self.chain.tip.hash != state.hash:
@@ -120,6 +121,21 @@ class Observer:
 
             entry["epsilon"] = epsilon(self.task.privacy.dp_noise, state.header.height, self.dp_delta)
         self._last_totals = totals
+
+    def _excluded(self, block: Block) -> list[str] | None:
+        """Node ids of the updates the block's aggregation rule left out (`extras.excluded`, update
+        indexes), or None where blocks do not say (read defensively: older blocks carry no extras)."""
+        extras = block.envelope.body.get("extras")
+        indexes = extras.get("excluded") if isinstance(extras, dict) else None
+        if not isinstance(indexes, list):
+            return None
+        updates = block.update_bytes
+        return [
+            node_id(Update.parse(updates[i], self.task).device)
+            if isinstance(i, int) and 0 <= i < len(updates)
+            else f"#{i}"
+            for i in indexes
+        ]
 
     def _totals(self) -> dict:
         """Bytes miners sent and received, rejections by reason, aggregation and encryption time, so far."""

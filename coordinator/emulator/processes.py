@@ -31,9 +31,11 @@ def miner_args(layout: Layout, i: int) -> list[str]:
             "--db", str(layout.miner_db(i))]  # fmt: skip
 
 
-def device_args(layout: Layout, i: int, miner_index: int) -> list[str]:
+def device_args(layout: Layout, i: int, miner_index: int, attack: str | None = None) -> list[str]:
+    """`blockfl-device run`, or the emulator's attacker process when `attack` names a kind."""
     d = layout.device(i)
-    return ["-m", "edge_sdk.cli", "run", "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
+    entry = ["coordinator.emulator.attacker", "--kind", attack] if attack else ["edge_sdk.cli", "run"]
+    return ["-m", *entry, "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
             "--data", str(d / "data.npz"), "--state", str(layout.device_state(i)), "--miner-index", str(miner_index),
             "--backend", "portable"]  # fmt: skip
 

@@ -65,7 +65,7 @@ def _summary(report: dict) -> str:
         f"# BlockFL emulation: {'OK' if report['ok'] else 'FAILED'}",
         "",
         f"{o['devices']} devices ({o['partition']}), {o['miners']} miners, {o['model']}, "
-        f"{len(rounds)}/{o['rounds']} rounds in {report['seconds']} s.",
+        f"{len(rounds)}/{o['rounds']} rounds in {report['seconds']} s; aggregation {o['aggregation']}.",
         "",
         "| round | accuracy | loss | updates | block interval (s) | block bytes "
         "| miners' traffic (bytes) | rejections |",
@@ -96,6 +96,8 @@ def _summary(report: dict) -> str:
     verify = ", ".join(f"{k}: {'ok' if v['ok'] else v['failure']}" for k, v in report["chain_verify"].items())
     agreement = report["model_hash_agreement"]
     hashes = "every device computed the same global model for every block" if agreement["ok"] else agreement["problems"]
+    if report["attackers"]:
+        lines += ["", f"Attackers ({o['attack']}): {', '.join(report['attackers'])}."]
     lines += [
         "",
         f"- chain verify: {verify}",

@@ -6,16 +6,20 @@ the devices, runs the miners and devices as separate processes, follows the chai
 observer (evaluating each new global model on a held-out test set), then stops everything,
 re-verifies every miner's chain from genesis, checks that every device computed the same model
 hash for every block, and writes report.json, PNG plots and summary.md.
+
+With an attack, it runs the same federation (seed, data split, identities) twice, clean and with
+attackers, each into its own directory, and compares the two (see compare.py).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from coordinator.emulator.attacks import KINDS, pick_attackers
 from coordinator.emulator.data import digits_shards
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
@@ -25,6 +29,7 @@ from coordinator.task.setup import add_observer, enroll_device, enroll_miner, in
 from coordinator.tools.chainverify import verify_database
 from edge_sdk.chain.ledger import balances
 from edge_sdk.node.status import ModelHashLog
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import Privacy, RoundRules, TrainingParams
@@ -57,6 +62,14 @@ class Options:
     dp_noise: float | None = None  # noise multiplier; default: calibrated from dp_epsilon
     dp_epsilon: float = 8.0
     dp_delta: float = 1e-5
+    attack: str | None = None  # one of attacks.KINDS: run clean and attacked, then compare
+    attackers: float = 0.1  # the fraction of devices that attack
+    aggregation: str = "fedavg"  # fedavg | median | trimmed-mean:BETA | multi-krum:F
+    norm_factor: float = 0.0
+    weight_cap: int = 2
+
+    def rule(self) -> AggregationRule:
+        return AggregationRule.parse(self.aggregation, norm_factor=self.norm_factor, weight_cap=self.weight_cap)
 
     def noise_multiplier(self) -> float:
         if not Privacy(self.privacy).dp:
@@ -73,22 +86,39 @@ class Options:
 
 
 def run(options: Options) -> int:
+    """0 when every run reached its rounds and checked out, 1 otherwise, 130 when interrupted."""
     out = options.out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    fed = Federation(Layout(out))
-    started = time.monotonic()
+    options.rule()  # bad settings fail before anything starts
+    if options.attack and options.attack not in KINDS:
+        raise ValueError(f"attack {options.attack!r}: expected one of {', '.join(KINDS)}")
     try:
-        return _run(options, fed, started)
+        if not options.attack:
+            return 0 if federation(options)["ok"] else 1
+        from coordinator.emulator.compare import write_comparison
+
+        options.say(f"clean run (no attackers) into {out / 'clean'}")
+        clean = federation(replace(options, out=out / "clean", attack=None))
+        options.say(f"attacked run ({options.attack}, fraction {options.attackers}) into {out / 'attacked'}")
+        attacked = federation(replace(options, out=out / "attacked"))
+        return 0 if write_comparison(out, clean, attacked, say=options.say)["ok"] else 1
     except KeyboardInterrupt:
         options.say("interrupted: stopping every process")
         return 130
+
+
+def federation(options: Options) -> dict:
+    """One emulated federation into options.out: its report."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    fed = Federation(Layout(options.out))
+    try:
+        return _run(options, fed, time.monotonic())
     finally:
         fed.stop()
 
 
-def _run(o: Options, fed: Federation, started: float) -> int:
+def _run(o: Options, fed: Federation, started: float) -> dict:
     layout = fed.layout
     shards, test_set = digits_shards(o.devices, o.partition, o.seed)
     # identities follow --seed so that runs repeat (an emulation; never derive real keys from a seed)
@@ -109,11 +139,12 @@ def _run(o: Options, fed: Federation, started: float) -> int:
         privacy=o.privacy,
         dp_clip=o.dp_clip,
         dp_noise=o.noise_multiplier(),
+        aggregation=o.rule(),
     )
     noise = f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""
     o.say(
         f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.partition}), {o.miners} miners, "
-        f"{o.rounds} rounds, privacy {o.privacy}{noise}"
+        f"{o.rounds} rounds, privacy {o.privacy}{noise}, aggregation {o.aggregation}"
     )
     port = local_broker.free_port() if o.broker_url is None else None
     url = o.broker_url or f"mqtt://127.0.0.1:{port}"
@@ -124,7 +155,7 @@ def _run(o: Options, fed: Federation, started: float) -> int:
         identity = Identity.from_seed(b"emulate-%d-device-%d" % (o.seed, i))
         identity.save(d / "identity")
         np.savez(d / "data.npz", x=x, y=y)
-        quota = max(1000, len(x))
+        quota = -(-2 * len(x) // 100) * 100  # as a real task would: twice the data, rounded up to hundreds
         enroll_device(layout.task.path, identity.public, broker_url=url, out=d / "bundle", quota=quota, name=f"d{i}")
     observer_user, observer_password = add_observer(layout.task.path)
     if o.broker_url is None:
@@ -133,9 +164,11 @@ def _run(o: Options, fed: Federation, started: float) -> int:
     genesis = layout.task.genesis.read_bytes()
     for i in range(o.miners):
         fed.spawn(f"miner{i}", miner_args(layout, i))
+    attackers = pick_attackers(o.devices, o.attackers, o.seed) if o.attack else []
     for i in range(o.devices):
-        fed.spawn(f"device{i}", device_args(layout, i, i % o.miners))
-    o.say(f"started {o.miners} miners and {o.devices} devices")
+        fed.spawn(f"device{i}", device_args(layout, i, i % o.miners, o.attack if i in attackers else None))
+    against = f" ({len(attackers)} attacking: {o.attack})" if attackers else ""
+    o.say(f"started {o.miners} miners and {o.devices} devices{against}")
     broker = BrokerConfig(url, observer_user, observer_password)
     observer = Observer(
         layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say
@@ -144,7 +177,7 @@ def _run(o: Options, fed: Federation, started: float) -> int:
     if reached:
         _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
     fed.stop()
-    return _finish(o, layout, observer, reached, started)
+    return _finish(o, layout, observer, reached, started, attackers)
 
 
 def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) -> None:
@@ -155,7 +188,7 @@ def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) 
         time.sleep(0.3)
 
 
-def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float) -> int:
+def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list) -> dict:
     from coordinator.emulator.report import write_report
 
     chain = observer.chain
@@ -177,6 +210,10 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
         "seconds": round(time.monotonic() - started, 1),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in o.__dict__.items()},
         "task_id": chain.task.id.hex(),
+        "aggregation": chain.task.aggregation.to_wire(),
+        "delta_bits": chain.task.chain.delta_bits,
+        "device_ids": {f"d{i}": Identity.load(layout.device(i) / "identity").public.node_id for i in range(o.devices)},
+        "attackers": [f"d{i}" for i in attackers],
         "initial": {"accuracy": observer.initial.accuracy, "loss": observer.initial.loss},
         "privacy": privacy.mode,
         "dp": {"noise_multiplier": privacy.dp_noise, "clip": privacy.dp_clip, "delta": o.dp_delta}
@@ -196,7 +233,7 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
     summary = f"final accuracy {final['accuracy']:.3f}" if final else "no blocks"
     o.say(f"{'OK' if ok else 'FAILED'}: {len(rounds)} rounds in {report['seconds']}s; {summary}")
     o.say(f"report: {o.out / 'report.json'}, {o.out / 'summary.md'}, plots in {o.out}")
-    return 0 if ok else 1
+    return report
 
 
 def _status_dict(status) -> dict:
