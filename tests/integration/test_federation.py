@@ -311,17 +311,26 @@ def test_a_snapshot_with_a_wrong_model_or_header_changes_nothing(fed, tmp_path):
         miner_store.add(fed.block(miner_store, updates=[fed.update(i, miner_store.tip.hash)]))
     headers = miner_store.best_chain()[1:]
     model = miner_store.tip.model
+    tip = miner_store.tip
+
+    def snapshot(hs, m, base=tip.base):
+        return sync.Snapshot([h.encode() for h in hs], m, base, None)
+
     device = ChainStore(tmp_path / "d.db", fed.genesis)
     wrong = {k: v + 1 for k, v in model.items()}
     with pytest.raises(ProtocolError) as info:
-        device.add_checkpoint(headers, wrong)
+        device.add_checkpoint(snapshot(headers, wrong))
     assert info.value.reason is Reason.BAD_MODEL_HASH
     forged = headers[:1] + [dataclasses.replace(headers[1], nonce=headers[1].nonce + 1)] + headers[2:]
     with pytest.raises(ProtocolError):
-        device.add_checkpoint(forged, model)
+        device.add_checkpoint(snapshot(forged, model))
+    with pytest.raises(ProtocolError) as info:  # a base that is not one of its blocks with its model
+        device.add_checkpoint(snapshot(headers, model, base=headers[0].hash))
+    assert info.value.reason is Reason.BAD_BODY
     assert device.tip.header.height == 0 and device.count() == 1
-    state = device.add_checkpoint(headers, model)
+    state = device.add_checkpoint(snapshot(headers, model))
     assert device.tip.hash == miner_store.tip.hash == state.hash
+    assert state.base == tip.base
     nxt = fed.block(miner_store, updates=[fed.update(0, miner_store.tip.hash)])
     assert device.add(nxt)[1]  # the device validates blocks after its checkpoint in full
 
