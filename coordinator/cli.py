@@ -315,7 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--identity", required=True, help="the node's identity.json")
     enroll.add_argument("--out", required=True, help="bundle directory to write")
     enroll.add_argument("--broker-url", required=True, help="mqtt://host:port or mqtts://host:port")
-    enroll.add_argument("--quota", type=int, default=100_000, help="most samples one update may claim")
+    enroll.add_argument(
+        "--quota",
+        type=int,
+        default=2000,
+        help="most samples one update may claim: set it near the data a device really holds (in Paillier modes it "
+        "is the only cap on a device's weight)",
+    )
     enroll.add_argument("--days", type=float, default=365, help="certificate lifetime")
     enroll.add_argument("--name", default="")
     enroll.add_argument(

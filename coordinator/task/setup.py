@@ -182,7 +182,7 @@ def enroll_device(
     *,
     broker_url: str,
     out: str | Path,
-    quota: int = 100_000,
+    quota: int = 2000,
     days: float = 365,
     name: str = "",
 ) -> Path:
