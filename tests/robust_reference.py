@@ -1,4 +1,4 @@
-"""A second implementation of the robust aggregation rules (docs/aggregation-rules.md) in plain
+"""A second implementation of the robust aggregation rules (PROTOCOL.md §9) in plain
 Python integers and lists, written from the rule text, to check edge_sdk.chain.robust against.
 
 Inputs are plain data: `base` {name: (shape, [int])}, updates [(n, {name: [float]})] with float32

@@ -3,7 +3,7 @@
 A poisoned but well-formed update can only be stopped by a rule every node applies, and every
 node must derive the same model bytes, so after quantization (`aggregation.quantize`, exact)
 everything here is integer arithmetic: numpy int64 where the bounds below rule out overflow,
-Python ints where they do not. The rule text is in docs/aggregation-rules.md.
+Python ints where they do not. The rule text is in PROTOCOL.md §9.
 
 Bounds the caller has already checked (Update.parse, check_update): |q| < 2^30
 (frac_bits + delta_bits <= 30), 1 <= n_k <= 2^20, K <= 2048. This module checks them again,

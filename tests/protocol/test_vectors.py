@@ -101,7 +101,7 @@ def test_aggregation_in_python_integers(vector):
     "vector", VECTORS["aggregation_rules"], ids=lambda v: f"{v['rule']['rule']}-f{v['rule']['f']}-t{v['rule']['trim']}"
 )
 def test_aggregation_rules(vector):
-    """Recompute each robust rule twice: with the plain-Python reference (docs/aggregation-rules.md)
+    """Recompute each robust rule twice: with the plain-Python reference (PROTOCOL.md §9)
     and with edge_sdk.chain.robust from the decoded inputs; hash the result with cbor2 directly."""
     import numpy as np
     from robust_reference import aggregate as reference
