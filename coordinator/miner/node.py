@@ -127,6 +127,10 @@ class Miner(Node):
     def on_new_tip(self) -> None:
         self._stop_mining()
         self.pool.keep_only(self.store.tip.base)
+        tip = self.store.tip.hash  # invalid-block evidence fits only a block on the accused block's parent
+        self.evidence = {
+            k: e for k, e in self.evidence.items() if e.kind != "invalid-block" or _accused_parent(e.signed[0]) == tip
+        }
         self._round_started = None
         super().on_new_tip()
         self._publish_head()

@@ -85,9 +85,14 @@ class Pool:
         return None if row is None else self._parsed(*row)
 
     def mark_included(self, block_hash: bytes, update_bytes: Iterable[bytes]) -> None:
+        """Recorded in a block: out of the pool (a block whose updates were all excluded leaves the
+        round's base where it was, so they would otherwise be offered again)."""
         rows = [(hashlib.sha256(u).digest(), block_hash) for u in update_bytes]
         with self.db.transaction():
             self.db.executemany("INSERT OR IGNORE INTO included VALUES (?, ?)", rows)
+            self.db.executemany("DELETE FROM pool WHERE digest = ?", [(d,) for d, _ in rows])
+        for digest, _ in rows:
+            self.parsed.pop(digest, None)
 
     def keep_only(self, base: bytes) -> None:
         """A new tip: updates on any other base can no longer go into a block."""

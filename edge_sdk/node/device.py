@@ -40,6 +40,7 @@ from edge_sdk.transport.topics import ANY, Topics, sender
 log = logging.getLogger("blockfl.device")
 CHAIN_FILE = "chain.db"
 OUTBOX_FILE = "outbox.bin"  # the update awaiting the broker's acknowledgement
+SIGNED_FOR_FILE = "signed_for.bin"  # the base of the last update signed: two on one base are evidence against us
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
 RETRY_S = 1.0
 
@@ -94,7 +95,8 @@ class Device(Node):
         self.hashes = ModelHashLog(self.state)
         self.delivered = DeliveryLog(self.state)  # audit trail: updates the broker acknowledged
         self.training = False
-        self.trained_for: bytes | None = None
+        signed_for = self.state / SIGNED_FOR_FILE
+        self.trained_for: bytes | None = signed_for.read_bytes() if signed_for.exists() else None
         self.unacked: bytes | None = None  # the update to deliver, until the broker acknowledges it
         self.unacked_base: bytes | None = None
         self.in_flight: int | None = None  # its message id, once published to an online miner
@@ -223,6 +225,9 @@ class Device(Node):
         if done.base != self.store.tip.base:
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
+        write_atomic(
+            self.state / SIGNED_FOR_FILE, done.base
+        )  # never a second update on this base, even after a restart
         write_atomic(self.state / OUTBOX_FILE, done.update)
         self._hold(done.update, done.base)
 

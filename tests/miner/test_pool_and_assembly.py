@@ -62,6 +62,16 @@ def test_a_new_tip_drops_other_rounds_and_included_updates_stay_seen(fed, tmp_pa
     assert not pool.seen(updates[1].digest)
 
 
+def test_an_update_recorded_in_a_block_leaves_the_pool_even_when_the_base_stays(fed, tmp_path):
+    """Review finding: a block whose updates were all excluded keeps the round's base, and the pool
+    offered the same updates again in every later block."""
+    chain, pool, updates = pooled(fed, tmp_path)
+    pool.mark_included(b"b" * 32, [updates[0].envelope.raw])
+    pool.keep_only(chain.tip.hash)  # the same base
+    assert [u.digest for u in pool.on_base(chain.tip.hash, 10)] == [updates[2].digest, updates[1].digest]
+    assert updates[0].digest not in pool.parsed and pool.seen(updates[0].digest)
+
+
 def test_assembly_from_parsed_updates_equals_assembly_from_bytes(fed):
     chain = fed.chain()
     raws = [fed.update(i, chain.tip.hash) for i in range(3)]
