@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -27,13 +28,40 @@ def _chain_verify(args) -> int:
 
 
 def _chain_demo(args) -> int:
+    from coordinator.task.calibrate import initial_difficulty
     from coordinator.tools.demo_chain import build_demo_chain
+    from edge_sdk.protocol.work import work
 
-    def show(height: int, block_hash: bytes) -> None:
-        print(f"committed {height} {block_hash.hex()}", flush=True)
+    difficulty = None
+    if not Path(args.db).exists():  # an existing chain keeps its task
+        difficulty = initial_difficulty(
+            miners=1, interval_ms=args.interval_ms, initial_hashes=args.initial_hashes, hash_rate=args.hash_rate
+        )
+        print(difficulty.describe())
+    seen = []  # headers committed by this run
 
-    store = build_demo_chain(args.db, blocks=args.blocks, devices=args.devices, seed=args.seed, on_block=show)
+    def show(header) -> None:
+        interval = f"{header.timestamp_ms - seen[-1].timestamp_ms} ms" if seen and header.height > 1 else "-"
+        seen.append(header)
+        print(f"committed {header.height} {header.hash.hex()} interval {interval}, ", end="")
+        print(f"{work(header.target):,} expected hashes", flush=True)
+
+    store = build_demo_chain(
+        args.db,
+        blocks=args.blocks,
+        devices=args.devices,
+        seed=args.seed,
+        interval_ms=args.interval_ms,
+        difficulty=difficulty,
+        on_block=show,
+    )
     print(f"chain in {args.db}: {store.count()} blocks, tip height {store.tip.header.height}")
+    for target, group in itertools.groupby(seen, key=lambda h: h.target):  # one group per retarget period
+        group = list(group)
+        if len(group) > 1:
+            mean = (group[-1].timestamp_ms - group[0].timestamp_ms) / (len(group) - 1)
+            print(f"heights {group[0].height}-{group[-1].height}: {work(target):,} expected hashes, ", end="")
+            print(f"mean interval {mean:.0f} ms (target {store.task.chain.target_interval_ms} ms)")
     return 0
 
 
@@ -95,11 +123,19 @@ def _miner_run(args) -> int:
 
 
 def _coordinator_init(args) -> int:
+    from coordinator.task.calibrate import initial_difficulty
     from coordinator.task.setup import init_task
     from edge_sdk.protocol.identity import PublicIdentity
     from edge_sdk.protocol.task import RewardRules, RoundRules, TrainingParams
 
     miners = [PublicIdentity.from_json(json.loads(Path(d, "identity.json").read_text())) for d in args.miner]
+    difficulty = initial_difficulty(
+        miners=len(miners),
+        interval_ms=args.target_interval_ms,
+        initial_hashes=args.initial_hashes,
+        hash_rate=args.hash_rate,
+    )
+    print(difficulty.describe())
     task = init_task(
         args.task_dir,
         miners=miners,
@@ -111,7 +147,7 @@ def _coordinator_init(args) -> int:
         rounds=RoundRules(args.min_updates, args.max_wait_ms),
         rewards=RewardRules(args.mining_reward, args.sample_reward),
         target_interval_ms=args.target_interval_ms,
-        initial_hashes=args.initial_hashes,
+        initial_hashes=difficulty.expected_hashes,
         privacy=args.privacy,
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
@@ -184,6 +220,8 @@ def _emulate(args) -> int:
         dp_noise=args.dp_noise,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
+        initial_hashes=args.initial_hashes,
+        hash_rate=args.hash_rate,
     )
     if options.devices < 1 or options.miners < 1 or options.rounds < 1:
         raise ValueError("--devices, --miners and --rounds must be >= 1")
@@ -196,6 +234,20 @@ def _model_ort(args) -> int:
     written = convert_package(args.package)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _difficulty_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--initial-hashes",
+        type=int,
+        help="initial difficulty as expected hashes per block (default: calibrated, see --hash-rate)",
+    )
+    parser.add_argument(
+        "--hash-rate",
+        type=float,
+        help="hashes/s of one miner, for miners on other machines (default: measured here for about 0.5 s); "
+        "the initial difficulty is miners x rate x target interval",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--blocks", type=int, default=10, help="blocks to add (default 10)")
     demo.add_argument("--devices", type=int, default=4, help="updates per block (default 4)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--interval-ms", type=int, default=50, help="a new chain's target block interval (default 50)")
+    _difficulty_options(demo)
     demo.set_defaults(func=_chain_demo)
     bal = chain_cmds.add_parser("balances", help="rewards ledger of the best chain: credits per node")
     bal.add_argument("db", help="a chain database (SQLite)")
@@ -247,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
     emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
     emulate.add_argument("--dp-delta", type=float, default=1e-5)
+    _difficulty_options(emulate)
     emulate.add_argument("--out", help="report directory, new or empty (default: out/emulate-DATE-TIME)")
     emulate.set_defaults(func=_emulate)
 
@@ -279,9 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward"
     )
-    init.add_argument(
-        "--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block"
-    )
+    _difficulty_options(init)
     init.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     init.add_argument("--dp-clip", type=float, default=1.0)
     init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")
