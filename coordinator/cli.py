@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import sys
@@ -28,40 +27,20 @@ def _chain_verify(args) -> int:
 
 
 def _chain_demo(args) -> int:
-    from coordinator.task.calibrate import initial_difficulty
-    from coordinator.tools.demo_chain import build_demo_chain
-    from edge_sdk.protocol.work import work
+    from coordinator.tools.demo_chain import block_line, build_demo_chain, period_lines
 
-    difficulty = None
-    if not Path(args.db).exists():  # an existing chain keeps its task
-        difficulty = initial_difficulty(
-            miners=1, interval_ms=args.interval_ms, initial_hashes=args.initial_hashes, hash_rate=args.hash_rate
-        )
-        print(difficulty.describe())
-    seen = []  # headers committed by this run
-
-    def show(header) -> None:
-        interval = f"{header.timestamp_ms - seen[-1].timestamp_ms} ms" if seen and header.height > 1 else "-"
-        seen.append(header)
-        print(f"committed {header.height} {header.hash.hex()} interval {interval}, ", end="")
-        print(f"{work(header.target):,} expected hashes", flush=True)
-
+    difficulty = None if Path(args.db).exists() else _difficulty(args, miners=1)  # a chain keeps its task
     store = build_demo_chain(
         args.db,
         blocks=args.blocks,
         devices=args.devices,
         seed=args.seed,
-        interval_ms=args.interval_ms,
+        interval_ms=args.target_interval_ms,
         difficulty=difficulty,
-        on_block=show,
+        on_block=lambda header, parent: print(block_line(header, parent), flush=True),
     )
     print(f"chain in {args.db}: {store.count()} blocks, tip height {store.tip.header.height}")
-    for target, group in itertools.groupby(seen, key=lambda h: h.target):  # one group per retarget period
-        group = list(group)
-        if len(group) > 1:
-            mean = (group[-1].timestamp_ms - group[0].timestamp_ms) / (len(group) - 1)
-            print(f"heights {group[0].height}-{group[-1].height}: {work(target):,} expected hashes, ", end="")
-            print(f"mean interval {mean:.0f} ms (target {store.task.chain.target_interval_ms} ms)")
+    print("\n".join(period_lines(store.best_chain()[1:], store.task.chain.target_interval_ms)))
     return 0
 
 
@@ -123,19 +102,12 @@ def _miner_run(args) -> int:
 
 
 def _coordinator_init(args) -> int:
-    from coordinator.task.calibrate import initial_difficulty
     from coordinator.task.setup import init_task
     from edge_sdk.protocol.identity import PublicIdentity
     from edge_sdk.protocol.task import RewardRules, RoundRules, TrainingParams
 
     miners = [PublicIdentity.from_json(json.loads(Path(d, "identity.json").read_text())) for d in args.miner]
-    difficulty = initial_difficulty(
-        miners=len(miners),
-        interval_ms=args.target_interval_ms,
-        initial_hashes=args.initial_hashes,
-        hash_rate=args.hash_rate,
-    )
-    print(difficulty.describe())
+    difficulty = _difficulty(args, miners=len(miners))
     task = init_task(
         args.task_dir,
         miners=miners,
@@ -236,17 +208,21 @@ def _model_ort(args) -> int:
     return 0
 
 
-def _difficulty_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--initial-hashes",
-        type=int,
-        help="initial difficulty as expected hashes per block (default: calibrated, see --hash-rate)",
+def _difficulty(args, miners: int):
+    """The initial difficulty from --initial-hashes, --hash-rate or a measurement here, printed."""
+    from coordinator.task.calibrate import initial_difficulty
+
+    difficulty = initial_difficulty(
+        miners=miners, interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, hash_rate=args.hash_rate
     )
+    print(difficulty.describe())
+    return difficulty
+
+
+def _difficulty_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--initial-hashes", type=int, help="expected hashes per block at first (default: calibrated)")
     parser.add_argument(
-        "--hash-rate",
-        type=float,
-        help="hashes/s of one miner, for miners on other machines (default: measured here for about 0.5 s); "
-        "the initial difficulty is miners x rate x target interval",
+        "--hash-rate", type=float, help="H/s per miner (default: measured here); first block: miners x rate x interval"
     )
 
 
@@ -268,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--blocks", type=int, default=10, help="blocks to add (default 10)")
     demo.add_argument("--devices", type=int, default=4, help="updates per block (default 4)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--interval-ms", type=int, default=50, help="a new chain's target block interval (default 50)")
+    demo.add_argument("--target-interval-ms", type=int, default=50, help="a new chain's block interval (default 50)")
     _difficulty_options(demo)
     demo.set_defaults(func=_chain_demo)
     bal = chain_cmds.add_parser("balances", help="rewards ledger of the best chain: credits per node")

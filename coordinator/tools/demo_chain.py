@@ -6,6 +6,7 @@ writer process.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.fixedpoint import to_fixed
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import ChainParams, MinerInfo, Task
+from edge_sdk.protocol.work import work
 
 DEMO_DIFFICULTY = Difficulty(1024)
 
@@ -58,7 +60,7 @@ def build_demo_chain(
     seed: int = 0,
     interval_ms: int = 50,
     difficulty: Difficulty | None = None,
-    on_block: Callable[[Header], None] = lambda header: None,
+    on_block: Callable[[Header, Header], None] = lambda header, parent: None,
 ) -> ChainStore:
     """Start (or extend) a demo chain in db_path with `blocks` more blocks (a new chain's task
     aims at `interval_ms` per block, starting at `difficulty`, by default a cheap one)."""
@@ -91,6 +93,26 @@ def build_demo_chain(
         ]
         raw = build_block(identity=miner, task=task, chain=store, parent=tip, updates=updates, now_ms=now_ms())
         state, _ = store.add(raw)
-        on_block(state.header)
+        on_block(state.header, tip.header)
         time.sleep(0)  # let a killer signal land between commits too
     return store
+
+
+def block_line(header: Header, parent: Header) -> str:
+    """`committed HEIGHT HASH ...`: its interval since the parent (none after genesis) and difficulty."""
+    interval = f"{header.timestamp_ms - parent.timestamp_ms} ms" if header.height > 1 else "-"
+    return f"committed {header.height} {header.hash.hex()} interval {interval}, {work(header.target):,} expected hashes"
+
+
+def period_lines(headers: list[Header], interval_ms: int) -> list[str]:
+    """The mean interval of each run of blocks sharing a target (a retarget period) against the target."""
+    lines = []
+    for target, group in itertools.groupby(headers, key=lambda h: h.target):
+        group = list(group)
+        if len(group) > 1:
+            mean = (group[-1].timestamp_ms - group[0].timestamp_ms) / (len(group) - 1)
+            lines.append(
+                f"heights {group[0].height}-{group[-1].height}: {work(target):,} expected hashes, "
+                f"mean interval {mean:.0f} ms (target {interval_ms} ms)"
+            )
+    return lines
