@@ -6,9 +6,9 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
+from coordinator.emulator.command import add_emulate
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.task import PRIVACY_MODES
 from edge_sdk.training.package import LOSSES
@@ -27,13 +27,20 @@ def _chain_verify(args) -> int:
 
 
 def _chain_demo(args) -> int:
-    from coordinator.tools.demo_chain import build_demo_chain
+    from coordinator.tools.demo_chain import block_line, build_demo_chain, period_lines
 
-    def show(height: int, block_hash: bytes) -> None:
-        print(f"committed {height} {block_hash.hex()}", flush=True)
-
-    store = build_demo_chain(args.db, blocks=args.blocks, devices=args.devices, seed=args.seed, on_block=show)
+    difficulty = None if Path(args.db).exists() else _difficulty(args, miners=1)  # a chain keeps its task
+    store = build_demo_chain(
+        args.db,
+        blocks=args.blocks,
+        devices=args.devices,
+        seed=args.seed,
+        interval_ms=args.target_interval_ms,
+        difficulty=difficulty,
+        on_block=lambda header, parent: print(block_line(header, parent), flush=True),
+    )
     print(f"chain in {args.db}: {store.count()} blocks, tip height {store.tip.header.height}")
+    print("\n".join(period_lines(store.best_chain()[1:], store.task.chain.target_interval_ms)))
     return 0
 
 
@@ -100,6 +107,7 @@ def _coordinator_init(args) -> int:
     from edge_sdk.protocol.task import RewardRules, RoundRules, TrainingParams
 
     miners = [PublicIdentity.from_json(json.loads(Path(d, "identity.json").read_text())) for d in args.miner]
+    difficulty = _difficulty(args, miners=len(miners))
     task = init_task(
         args.task_dir,
         miners=miners,
@@ -111,7 +119,7 @@ def _coordinator_init(args) -> int:
         rounds=RoundRules(args.min_updates, args.max_wait_ms),
         rewards=RewardRules(args.mining_reward, args.sample_reward),
         target_interval_ms=args.target_interval_ms,
-        initial_hashes=args.initial_hashes,
+        initial_hashes=difficulty.expected_hashes,
         privacy=args.privacy,
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
@@ -160,47 +168,30 @@ def _coordinator_publish(args) -> int:
     return 0
 
 
-def _emulate(args) -> int:
-    from coordinator.emulator.data import parse
-    from coordinator.emulator.run import Options, run
-
-    parse(args.partition)
-    options = Options(
-        out=Path(args.out or time.strftime("out/emulate-%Y%m%d-%H%M%S")),
-        devices=args.devices,
-        miners=args.miners,
-        rounds=args.rounds,
-        seed=args.seed,
-        partition=args.partition,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        max_wait_ms=args.max_wait_ms,
-        timeout=args.timeout,
-        broker_url=args.broker,
-        privacy=args.privacy,
-        dp_clip=args.dp_clip,
-        dp_noise=args.dp_noise,
-        dp_epsilon=args.dp_epsilon,
-        dp_delta=args.dp_delta,
-        attack=args.attack,
-        attackers=args.attackers,
-        aggregation=args.aggregation,
-        norm_factor=args.norm_factor,
-        weight_cap=args.weight_cap,
-    )
-    if options.devices < 1 or options.miners < 1 or options.rounds < 1:
-        raise ValueError("--devices, --miners and --rounds must be >= 1")
-    return run(options)
-
-
 def _model_ort(args) -> int:
     from coordinator.models.ort_format import convert_package
 
     written = convert_package(args.package)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _difficulty(args, miners: int):
+    """The initial difficulty from --initial-hashes, --hash-rate or a measurement here, printed."""
+    from coordinator.task.calibrate import initial_difficulty
+
+    difficulty = initial_difficulty(
+        miners=miners, interval_ms=args.target_interval_ms, initial_hashes=args.initial_hashes, hash_rate=args.hash_rate
+    )
+    print(difficulty.describe())
+    return difficulty
+
+
+def _difficulty_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--initial-hashes", type=int, help="expected hashes per block at first (default: calibrated)")
+    parser.add_argument(
+        "--hash-rate", type=float, help="H/s per miner (default: measured here); first block: miners x rate x interval"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,56 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--blocks", type=int, default=10, help="blocks to add (default 10)")
     demo.add_argument("--devices", type=int, default=4, help="updates per block (default 4)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--target-interval-ms", type=int, default=50, help="a new chain's block interval (default 50)")
+    _difficulty_options(demo)
     demo.set_defaults(func=_chain_demo)
     bal = chain_cmds.add_parser("balances", help="rewards ledger of the best chain: credits per node")
     bal.add_argument("db", help="a chain database (SQLite)")
     bal.set_defaults(func=_chain_balances)
 
-    emulate = commands.add_parser(
-        "emulate", help="run a whole federation locally (broker, miners, devices) and write a report"
-    )
-    emulate.add_argument("--devices", type=int, default=10)
-    emulate.add_argument("--miners", type=int, default=3)
-    emulate.add_argument("--rounds", type=int, default=5)
-    emulate.add_argument("--seed", type=int, default=0)
-    emulate.add_argument(
-        "--partition", default="iid", help="iid or dirichlet:ALPHA (label skew; smaller ALPHA, more skew)"
-    )
-    emulate.add_argument("--model", default="mlp:64-32-10")
-    emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")
-    emulate.add_argument("--batch-size", type=int, default=16)
-    emulate.add_argument("--learning-rate", type=float, default=0.1)
-    emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
-    emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-    emulate.add_argument(
-        "--broker",
-        help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
-        "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto",
-    )
-    emulate.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
-    emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")
-    emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
-    emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
-    emulate.add_argument("--dp-delta", type=float, default=1e-5)
-    emulate.add_argument(
-        "--attack",
-        help="scale | sign-flip | noise | label-flip | inflate-samples: some devices poison their updates; "
-        "runs the federation clean and attacked and compares the two",
-    )
-    emulate.add_argument(
-        "--attackers", type=float, default=0.1, help="fraction of devices that attack (at least 1; chosen by --seed)"
-    )
-    emulate.add_argument(
-        "--aggregation", default="fedavg", help="fedavg | median | trimmed-mean:BETA | multi-krum:F (the task's rule)"
-    )
-    emulate.add_argument(
-        "--norm-factor", type=float, default=0.0, help="exclude updates above this times the median norm (0: off)"
-    )
-    emulate.add_argument(
-        "--weight-cap", type=int, default=2, help="weight at most this times the median sample claim (0: off)"
-    )
-    emulate.add_argument("--out", help="report directory, new or empty (default: out/emulate-DATE-TIME)")
-    emulate.set_defaults(func=_emulate)
+    add_emulate(commands, _difficulty_options)
 
     miner = commands.add_parser("miner", help="run a miner node")
     miner_cmds = miner.add_subparsers(dest="miner_command", required=True, metavar="SUBCOMMAND")
@@ -301,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--target-interval-ms", type=int, default=10_000, help="block interval the difficulty retargets toward"
     )
-    init.add_argument(
-        "--initial-hashes", type=int, default=20_000, help="initial difficulty: expected hashes per block"
-    )
+    _difficulty_options(init)
     init.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     init.add_argument("--dp-clip", type=float, default=1.0)
     init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")

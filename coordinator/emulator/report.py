@@ -35,12 +35,7 @@ def _plots(out: Path, report: dict) -> None:
     fig.savefig(out / "accuracy_loss.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar([r["height"] for r in rounds], [r["block_interval_s"] for r in rounds])
-    ax.set(title="Block intervals", xlabel="block height", ylabel="seconds since parent")
-    fig.tight_layout()
-    fig.savefig(out / "block_intervals.png", dpi=110)
-    plt.close(fig)
+    _interval_plot(plt, out, report)
 
     rewards = sorted(report["rewards"].items(), key=lambda kv: -kv[1])
     names = {m.get("node"): f"miner m{k[1:]}" for k, m in report["miners"].items() if m}
@@ -56,6 +51,34 @@ def _plots(out: Path, report: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "rewards.png", dpi=110)
     plt.close(fig)
+
+
+def _interval_plot(plt, out: Path, report: dict) -> None:
+    """Block intervals per height against the target interval, and the difficulty that retargeting set."""
+    heights = [r["height"] for r in report["rounds"]]
+    difficulty = report["difficulty"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(heights, [r["block_interval_s"] for r in report["rounds"]], label="block interval")
+    ax.axhline(difficulty["target_interval_s"], color="tab:green", linestyle="--", label="target interval")
+    ax.set(title="Block intervals and difficulty", xlabel="block height", ylabel="seconds since parent")
+    hashes = ax.twinx()
+    hashes.step(heights, difficulty["expected_hashes"], where="mid", color="tab:orange", label="expected hashes")
+    hashes.set(ylabel="expected hashes per block", ylim=(0, None))
+    fig.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / "block_intervals.png", dpi=110)
+    plt.close(fig)
+
+
+def _difficulty_line(report: dict) -> str:
+    d, rounds = report["difficulty"], report["rounds"]
+    last = rounds[-4:]
+    mean = sum(r["block_interval_s"] for r in last) / len(last) if last else 0
+    hashes = f"{d['expected_hashes'][0]:,} to {d['expected_hashes'][-1]:,}" if rounds else "-"
+    return (
+        f"- difficulty: target interval {d['target_interval_s']:g} s, mean of the last {len(last)} intervals "
+        f"{mean:.1f} s; expected hashes per block {hashes} (easiest allowed {d['easiest_block_hashes']:,})"
+    )
 
 
 def _summary(report: dict) -> str:
@@ -104,6 +127,7 @@ def _summary(report: dict) -> str:
         f"- model hashes: {hashes}",
         f"- rejections by reason: {report['rejections'] or 'none'}",
         f"- blocks off the best chain (forks): {report['forks']}",
+        _difficulty_line(report),
         "",
         "Plots: accuracy_loss.png, block_intervals.png, rewards.png.",
     ]

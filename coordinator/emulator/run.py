@@ -13,6 +13,7 @@ attackers, each into its own directory, and compares the two (see compare.py).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
 from coordinator.emulator.processes import Federation, device_args, miner_args
 from coordinator.task import broker as local_broker
+from coordinator.task.calibrate import initial_difficulty
 from coordinator.task.setup import add_observer, enroll_device, enroll_miner, init_task
 from coordinator.tools.chainverify import verify_database
 from edge_sdk.chain.ledger import balances
@@ -33,9 +35,11 @@ from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import Privacy, RoundRules, TrainingParams
+from edge_sdk.protocol.work import work
 from edge_sdk.transport.mqtt import BrokerConfig
 
 SETTLE_S = 20  # how long devices get to reach the observer's final tip
+TARGET_INTERVAL_MS = 5000
 
 
 @dataclass
@@ -53,7 +57,8 @@ class Options:
     learning_rate: float = 0.1
     min_updates: int | None = None  # default: every device
     max_wait_ms: int = 8000
-    initial_hashes: int = 20_000
+    initial_hashes: int | None = None  # default: calibrated to the local miners' hash rate
+    hash_rate: float | None = None  # hashes/s per miner instead of measuring it
     timeout: float = 600.0
     broker_url: str | None = None  # use a running broker instead of starting one
     quiet: bool = False
@@ -125,6 +130,14 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     miner_ids = [Identity.from_seed(b"emulate-%d-miner-%d" % (o.seed, i)) for i in range(o.miners)]
     for i, identity in enumerate(miner_ids):
         identity.save(layout.miner(i) / "identity")
+    # every miner shares this machine's cores, so at most one miner per core adds hash rate
+    difficulty = initial_difficulty(
+        miners=min(o.miners, os.cpu_count() or 1),
+        interval_ms=TARGET_INTERVAL_MS,
+        initial_hashes=o.initial_hashes,
+        hash_rate=o.hash_rate,
+    )
+    o.say(difficulty.describe())
     task = init_task(
         layout.task.path,
         miners=[m.public for m in miner_ids],
@@ -134,8 +147,8 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         seed=o.seed,
         training=TrainingParams(o.epochs, o.batch_size, o.learning_rate),
         rounds=RoundRules(o.min_updates or o.devices, o.max_wait_ms),
-        initial_hashes=o.initial_hashes,
-        target_interval_ms=5000,
+        initial_hashes=difficulty.expected_hashes,
+        target_interval_ms=TARGET_INTERVAL_MS,
         privacy=o.privacy,
         dp_clip=o.dp_clip,
         dp_noise=o.noise_multiplier(),
@@ -227,6 +240,11 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
         "devices": devices,
         "rewards": balances(chain.task, [chain.raw[s.hash] for s in best]),
         "forks": len(chain.raw) - 1 - len(best),
+        "difficulty": {
+            "target_interval_s": chain.task.chain.target_interval_ms / 1000,
+            "easiest_block_hashes": work(chain.task.chain.pow_limit),
+            "expected_hashes": [work(s.header.target) for s in best],
+        },
     }
     write_report(o.out, report)
     final = rounds[-1] if rounds else None

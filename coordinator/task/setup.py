@@ -20,6 +20,7 @@ from phe import paillier
 from coordinator.models.compiler import Optimizer
 from coordinator.models.package_writer import build_package
 from coordinator.models.zoo import build_forward
+from coordinator.task.calibrate import initial_difficulty
 from coordinator.task.registry import Registry
 from edge_sdk.chain.rules import validate_genesis
 from edge_sdk.clock import now_ms
@@ -43,7 +44,6 @@ from edge_sdk.protocol.task import (
     Task,
     TrainingParams,
 )
-from edge_sdk.protocol.work import target_for_hashes
 from edge_sdk.training.package import PACKAGE_FILES
 from edge_sdk.transport.mqtt import BrokerConfig
 
@@ -91,7 +91,8 @@ def init_task(
     rounds: RoundRules = RoundRules(),
     rewards: RewardRules = RewardRules(),
     target_interval_ms: int = 10_000,
-    initial_hashes: int = 20_000,
+    initial_hashes: int | None = None,
+    hash_rate: float | None = None,
     retarget_window: int = 4,
     privacy: str = "plain",
     dp_clip: float = 1.0,
@@ -104,6 +105,9 @@ def init_task(
     max_reorg_depth: int = ChainParams.max_reorg_depth,
     snapshot_quorum: int = ChainParams.snapshot_quorum,
 ) -> Task:
+    """Create the task. Its initial difficulty is `initial_hashes` expected hashes per block if given,
+    else calibrated (coordinator/task/calibrate.py): the miner set at `hash_rate` per miner, or at
+    the rate measured on this machine, finds one block per target interval."""
     d = TaskDir(task_dir)
     if d.genesis.exists():
         raise FileExistsError(f"{d.path} already holds a task")
@@ -111,6 +115,9 @@ def init_task(
         raise ValueError("a task needs at least one miner")
     if privacy not in PRIVACY_MODES:
         raise ValueError(f"privacy {privacy!r}: expected one of {', '.join(PRIVACY_MODES)}")
+    difficulty = initial_difficulty(
+        miners=len(miners), interval_ms=target_interval_ms, initial_hashes=initial_hashes, hash_rate=hash_rate
+    )
     d.path.mkdir(parents=True, exist_ok=True)
     coordinator = Identity.generate()
     coordinator.save(d.coordinator)
@@ -126,8 +133,8 @@ def init_task(
         packing.check()
         write_private(d.paillier_key, json.dumps({"p": str(private.p), "q": str(private.q)}))
     chain = ChainParams(
-        initial_target=target_for_hashes(initial_hashes),
-        pow_limit=target_for_hashes(max(1, initial_hashes // 64)),
+        initial_target=difficulty.initial_target,
+        pow_limit=difficulty.pow_limit,
         target_interval_ms=target_interval_ms,
         retarget_window=retarget_window,
         max_updates=packing.max_updates if packing else ChainParams.max_updates,

@@ -23,8 +23,16 @@ def target_for_hashes(expected_hashes: int) -> int:
 
 
 def is_retarget_height(height: int, window: int) -> bool:
-    """Heights at which the target changes: every `window` blocks, once a full window exists."""
-    return height >= window + 2 and (height - 2) % window == 0
+    """Heights at which the target changes: every `window + 1` blocks, from height window + 2.
+
+    A window measures `window` intervals between the timestamps of `window + 1` blocks, and every
+    one of those blocks has the same target. A miner stamps a block when it starts mining it, so
+    the interval before a block is the time its parent took: had retargets come every `window`
+    blocks, each window's first interval would time a block of the previous target, and a chain
+    starting 10x off the real rate would overshoot and swing for about 20 blocks instead of
+    settling at the second retarget.
+    """
+    return height >= window + 2 and (height - 1) % (window + 1) == 0
 
 
 def next_target(

@@ -38,7 +38,7 @@ class Task:
     def __init__(self, root: Path):
         self.root = root
         self.miner = Identity.generate()
-        task = init_task(root / "task", miners=[self.miner.public], name="hardening")
+        task = init_task(root / "task", miners=[self.miner.public], name="hardening", initial_hashes=20_000)
         self.topics = Topics(task.id)
         url = "mqtt://127.0.0.1:1883"  # only the credentials in broker.json matter here
         enroll_miner(root / "task", self.miner.public, broker_url=url, out=root / "m0")

@@ -67,7 +67,7 @@ def test_the_production_broker_config_serves_tls_with_registry_credentials(tmp_p
     subprocess.run(
         ["bash", str(REPO / "deploy/server/make-certs.sh"), str(pki), "localhost"], check=True, capture_output=True
     )
-    init_task(tmp_path / "task", miners=[Identity.generate().public])
+    init_task(tmp_path / "task", miners=[Identity.generate().public], initial_hashes=20_000)
     port = broker.free_port()
     conf = (REPO / "mosquitto/production.conf").read_text()
     conf = conf.replace("listener 8883", f"listener {port} 127.0.0.1").replace(

@@ -49,6 +49,8 @@ def test_emulate_runs_a_federation_to_a_report(tmp_path):
             "-m",
             "coordinator.cli",
             "emulate",
+            "--initial-hashes",  # the suite stays fast; calibration is tested on its own
+            "20000",
             "--devices",
             "4",
             "--miners",
@@ -395,6 +397,8 @@ def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
             "-m",
             "coordinator.cli",
             "emulate",
+            "--initial-hashes",  # the suite stays fast; calibration is tested on its own
+            "20000",
             "--devices",
             "3",
             "--miners",
@@ -421,6 +425,8 @@ def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
             "-m",
             "coordinator.cli",
             "emulate",
+            "--initial-hashes",  # the suite stays fast; calibration is tested on its own
+            "20000",
             "--devices",
             "2",
             "--miners",

@@ -133,7 +133,12 @@ def test_the_miner_mines_when_its_round_is_full(tmp_path):
 
 def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_listened(tmp_path, digits):
     preferred, other = Identity.from_seed(b"runtime-miner-a"), Identity.from_seed(b"runtime-miner-b")
-    init_task(tmp_path / "task", miners=[preferred.public, other.public], training=TrainingParams(1, 16, 0.1))
+    init_task(
+        tmp_path / "task",
+        miners=[preferred.public, other.public],
+        training=TrainingParams(1, 16, 0.1),
+        initial_hashes=20_000,
+    )
     device_id = Identity.from_seed(b"runtime-device")
     bundle = tmp_path / "bundle"
     enroll_device(tmp_path / "task", device_id.public, broker_url="mqtt://127.0.0.1:1", out=bundle, quota=1000)

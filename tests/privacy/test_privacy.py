@@ -83,7 +83,12 @@ def test_configurations_that_could_overflow_are_refused(tmp_path):
     from coordinator.task.setup import enroll_device, init_task
 
     init_task(
-        tmp_path / "task", miners=[Identity.generate().public], privacy="paillier", paillier_bits=1024, max_quota=100
+        tmp_path / "task",
+        miners=[Identity.generate().public],
+        privacy="paillier",
+        paillier_bits=1024,
+        max_quota=100,
+        initial_hashes=20_000,
     )
     with pytest.raises(ValueError, match="max_quota"):
         enroll_device(
@@ -166,6 +171,8 @@ def emulate(out, privacy, extra=()):
             "-m",
             "coordinator.cli",
             "emulate",
+            "--initial-hashes",  # the suite stays fast; calibration is tested on its own
+            "20000",
             "--devices",
             "6",
             "--miners",

@@ -18,8 +18,8 @@ def test_work_grows_as_target_shrinks():
 
 
 def test_retarget_heights():
-    assert [h for h in range(1, 15) if is_retarget_height(h, 4)] == [6, 10, 14]
-    assert [h for h in range(1, 6) if is_retarget_height(h, 1)] == [3, 4, 5]
+    assert [h for h in range(1, 17) if is_retarget_height(h, 4)] == [6, 11, 16]
+    assert [h for h in range(1, 8) if is_retarget_height(h, 1)] == [3, 5, 7]
 
 
 def kw(**over):
