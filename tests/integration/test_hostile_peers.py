@@ -5,6 +5,7 @@ publishing crafted but validly signed messages on that node's own topics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,17 +15,19 @@ import numpy as np
 import pytest
 from testbed import Testbed
 
-from coordinator.miner.assembly import build_block
+from coordinator.miner.assembly import build_block, search_nonce
 from edge_sdk.chain import robust
 from edge_sdk.chain.memory import MemoryChain
-from edge_sdk.chain.store import StoredChain
+from edge_sdk.chain.store import ChainStore, StoredChain
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
-from edge_sdk.protocol import envelope
+from edge_sdk.protocol import envelope, sync
 from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import Block, Update, make_update
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import model_hash
+from edge_sdk.protocol.identity import node_id
+from edge_sdk.protocol.revocations import NO_REVOCATIONS
 from edge_sdk.transport.topics import ANY
 
 pytestmark = pytest.mark.timeout(300)
@@ -201,12 +204,227 @@ def settle(bed: Testbed, nodes: list[str], timeout: float = 60) -> str:
     return tips[nodes[0]]
 
 
+def settle_on(bed: Testbed, follower: Follower, nodes: list[str], timeout: float = 60) -> BlockState:
+    """Wait until every named node's tip is the follower's (which saw every block), twice 1 s apart."""
+
+    def agreed() -> bool:
+        tip = follower.follow().hash.hex()
+        return all(status(bed, n).get("tip") == tip for n in nodes)
+
+    for _ in range(2):
+        bed.wait(agreed, timeout, f"{nodes} to agree on the tip {follower.chain.tip.hash.hex()[:16]}")
+        time.sleep(1)
+    bed.wait(agreed, timeout, f"{nodes} to agree on the tip {follower.chain.tip.hash.hex()[:16]}")
+    return follower.chain.tip
+
+
 def recorded_hashes(bed: Testbed, device: int) -> dict[str, str]:
     lines = (bed.root / f"d{device}" / "state" / "model_hashes.jsonl").read_text().splitlines()
     return {json.loads(line)["block"]: json.loads(line)["model_hash"] for line in lines}
 
 
 # --- tests ---
+
+
+def test_empty_blocks_from_a_miner_neither_censor_rounds_nor_earn_mining_rewards(bed_factory):
+    """m1 (the attacker) answers every honest block at once with an empty block on it, and adds a
+    second one a moment later, while the devices train. Before: an update had to name the parent
+    block, so each empty block made every pooled and in-training update stale (the devices
+    retrained, the round restarted), and every block, empty or not, paid its miner the mining
+    reward. Now updates name the last model-changing block, so the honest miner mines them on top
+    of the empty blocks, and an empty block pays nothing."""
+    bed = bed_factory(miners=2, devices=3, min_updates=3, max_wait_ms=60_000)
+    attacker = Attacker(bed, 1)
+    honest = bed.task.miners[0].sign_pk
+    bed.start_miner(0)
+    for i in range(3):
+        bed.start_device(i, miner_index=0)
+
+    def honest_rounds_after_empties() -> int:
+        """Honest blocks with updates whose parent is one of the attacker's empty blocks."""
+        return sum(
+            1
+            for s in attacker.best()
+            if s.header.miner == honest and s.header.prev_hash in attacker.published and s.base == s.hash
+        )
+
+    deadline = time.monotonic() + 200
+    last_empty, streak = 0.0, 0
+    while time.monotonic() < deadline and honest_rounds_after_empties() < 3 and len(attacker.published) < 24:
+        tip = attacker.follow()
+        ours = tip.header.miner == attacker.identity.public.sign_pk
+        if not ours:
+            streak = 0
+        if not ours or (streak < 2 and time.monotonic() - last_empty > 1.0):
+            raw = attacker.mine(tip)
+            attacker.chain.add(raw)
+            attacker.publish(raw)
+            last_empty, streak = time.monotonic(), streak + 1
+        for name, p in bed.processes.items():
+            assert p.poll() is None, f"{name} exited"
+        time.sleep(0.05)
+    assert honest_rounds_after_empties() >= 3, (
+        f"the honest miner mined {honest_rounds_after_empties()} blocks with updates on the attacker's "
+        f"{len(attacker.published)} empty blocks"
+    )
+    settle(bed, ["m0", "d0", "d1", "d2"])
+    bed.close()
+    db = bed.root / "m0" / "chain.db"
+    chain = best_blocks(db)
+    empties = [b for b in chain if b.header.miner == attacker.identity.public.sign_pk]
+    assert len(empties) >= 3 and all(not b.update_bytes for b in empties)
+    full = [b for b in chain if b.header.miner == honest and len(b.update_bytes) >= bed.task.rounds.min_updates]
+    assert len(full) >= 3
+    ledger = balances(db)
+    assert ledger.get(attacker.node, 0) == 0, f"empty blocks paid {ledger.get(attacker.node)}"
+    assert ledger[bed.task.miners[0].node_id] == bed.task.rewards.mining * len(full)
+    assert_verifies(db)
+
+
+def forged_snapshot(bed: Testbed, attacker: Attacker, blocks: int) -> tuple[sync.Snapshot, int]:
+    """Headers of `blocks` empty attacker blocks from genesis (valid headers: link, retarget, PoW,
+    miner set, time), the last one re-mined to commit to an all-zero model; and their work."""
+    scratch = MemoryChain(bed.genesis)
+    parent = scratch.tip
+    for _ in range(blocks):
+        parent = scratch.add(attacker.mine(parent, chain=scratch))
+    headers = scratch.branch(parent.hash)[1:]
+    zero = {k: np.zeros_like(v) for k, v in bed.task.initial_model.items()}
+    last = dataclasses.replace(headers[-1], model_hash=model_hash(zero, bed.task.chain.frac_bits), nonce=0)
+    headers[-1] = search_nonce(last)
+    return sync.Snapshot([h.encode() for h in headers], zero, headers[-1].hash, None), parent.cumwork
+
+
+def test_a_late_joiner_never_adopts_one_miners_forged_snapshot(bed_factory, tmp_path):
+    """Three miners, two honest processes and the attacker; snapshot_quorum=2. A device that joins
+    late asks every miner for a snapshot; the attacker answers each request with forged headers
+    (more work than the honest chain) and an all-zero model that the forged tip commits to.
+    Before: a joiner adopted any snapshot whose headers checked out, and fork choice then kept the
+    one with the most work: the forged history and its zero model. Now it adopts only a snapshot
+    that two miners agree on, so it ends on the honest chain."""
+    bed = bed_factory(miners=3, devices=2, min_updates=1, max_wait_ms=2500, snapshot_quorum=2)
+    attacker = Attacker(bed, 2)
+    attacker.client.subscribe(bed.topics.sync(attacker.node))
+    for i in range(2):
+        bed.start_miner(i)
+    bed.start_device(0, miner_index=0)
+    bed.wait(lambda: min(status(bed, m).get("tip_height", 0) for m in ("m0", "m1")) >= 3, 120, "three blocks")
+    honest_height = max(status(bed, m)["tip_height"] for m in ("m0", "m1"))
+    snapshot, forged_work = forged_snapshot(bed, attacker, honest_height + 10)
+    forged_tip = snapshot.tip.hex()
+    # on its own, the forged snapshot passes every check a store makes, and outweighs the honest chain
+    probe = ChainStore(tmp_path / "probe.db", bed.genesis)
+    assert probe.add_checkpoint(snapshot).hash == snapshot.tip
+    probe.close()
+    with StoredChain(bed.root / "m0" / "chain.db") as stored:
+        honest_work = max(int.from_bytes(row.cumwork, "big") for row in stored.blocks())
+    assert forged_work > honest_work
+    late = bed.device_ids[1].public.node_id
+    answered = 0
+    bed.start_device(1, miner_index=0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for _, payload in attacker.take("sync"):
+            try:
+                request = sync.parse_request(payload, bed.task)
+            except ProtocolError:
+                continue
+            if node_id(request.requester) == late and answered < 50:
+                response = sync.make_response(attacker.identity, bed.task, [], snapshot)
+                assert attacker.client.publish(bed.topics.reply(late), response) == 0
+                answered += 1
+        joined = status(bed, "d1")
+        if answered and joined.get("counters", {}).get("updates_sent", 0) >= 1 and joined.get("tip_height", 0) > 0:
+            break
+        for name, p in bed.processes.items():
+            assert p.poll() is None, f"{name} exited"
+        time.sleep(0.05)
+    assert answered >= 1, "the late joiner never asked the attacker for a snapshot"
+    assert status(bed, "d1").get("tip_height", 0) > 0, "the late joiner never joined"
+    tip = settle(bed, ["m0", "m1", "d0", "d1"])  # one moment at which every honest node had this tip
+    assert tip != forged_tip
+    bed.close()
+    honest = {}  # every block an honest miner stored: hash -> the model hash its header commits to
+    for m in ("m0", "m1"):
+        with StoredChain(bed.root / m / "chain.db") as stored:
+            for row in stored.blocks():
+                honest[row.hash.hex()] = (
+                    Block.parse(row.raw, len(row.raw)).header.model_hash.hex() if row.height else ""
+                )
+    joined = ChainStore(bed.root / "d1" / "state" / "chain.db")
+    assert not joined.has(snapshot.tip), "the forged tip was stored"
+    below = joined.db.one("SELECT count(*) FROM blocks WHERE height > 0 AND length(raw) = 0")[0]
+    assert below >= 1, "the late joiner did not start from a snapshot"
+    assert joined.tip.hash.hex() in honest  # blocks may have followed `tip` before the processes stopped
+    joined.close()
+    seen = recorded_hashes(bed, 1)  # every block (and the snapshot's checkpoint) the joiner accepted
+    assert tip in seen and forged_tip not in seen
+    for block, mhash in seen.items():
+        assert honest[block] == mhash
+
+
+def test_a_colluding_miners_block_with_a_revoked_device_is_refused_and_costs_its_deposit(bed_factory):
+    """d3 is revoked before the miners start, so the first honest block carries the revocation
+    list; then the attacker (m2, in the miner set) publishes a block on that tip that includes an
+    update signed by d3. Before: revocation was only the miners' admission policy, so such a block
+    was valid everywhere, and nothing penalised its miner. Now every honest node refuses it
+    (`revoked`), the honest miners put `invalid-block` evidence against m2 into the next block, and
+    every ledger takes m2's deposit. d2 is test code that paces the rounds (min_updates=3), so the
+    attacker's block reaches the miners before they mine on the same tip."""
+    from coordinator.task.setup import coordinator_broker, revoke_device
+
+    bed = bed_factory(miners=3, devices=4, min_updates=3, max_wait_ms=60_000)
+    notice = revoke_device(bed.root / "task", bed.device_ids[3].public.node_id)
+    config = coordinator_broker(bed.root / "task", bed.url)
+    coordinator = bed.client(config.username, config.password)
+    coordinator.c.publish(bed.topics.revocations, notice, qos=1, retain=True).wait_for_publish(5)
+    attacker = Attacker(bed, 2)
+    for i in range(2):
+        bed.start_miner(i)
+    for i in range(2):
+        bed.start_device(i, miner_index=0)
+    send_update(bed, 2, 0, signed_update(bed, 2, attacker.chain.tip.hash))
+    carrying = attacker.wait_for(
+        lambda t: t.header.height >= 1 and t.revocations.ts >= 0, 120, "a block that carries the revocation list"
+    )
+    honest_nodes = ["m0", "m1", "d0", "d1"]
+    carrying = settle_on(bed, attacker, honest_nodes)  # both miners may have mined height 1
+    assert carrying.revocations.ts >= 0
+    raw_carrying = Block.parse(attacker.chain.raw[carrying.hash], bed.task.chain.max_block_bytes)
+    assert raw_carrying.extras.revocations is not None
+    # the attacker's block: valid in every way but the revocation (its template ignores the list)
+    revoked_update = Update.parse(signed_update(bed, 3, carrying.base), bed.task)
+    blind = dataclasses.replace(carrying, revocations=NO_REVOCATIONS)
+    bad = attacker.mine(blind, [revoked_update])
+    with pytest.raises(ProtocolError) as info:
+        attacker.chain.add(bad)
+    assert info.value.reason is Reason.REVOKED
+    attacker.publish(bad)
+    revoked = lambda n: status(bed, n).get("rejections", {}).get("revoked", 0) >= 1  # noqa: E731
+    bed.wait(lambda: all(revoked(n) for n in honest_nodes), 60, "every honest node to refuse the block")
+    found = lambda m: status(bed, m).get("counters", {}).get("evidence_found", 0) >= 1  # noqa: E731
+    bed.wait(lambda: all(found(m) for m in ("m0", "m1")), 30, "both honest miners to keep evidence")
+    send_update(bed, 2, 0, signed_update(bed, 2, carrying.base))  # the round on that tip may close now
+
+    def convicting(tip):
+        return any(
+            item.kind == "invalid-block"
+            for s in attacker.best()
+            for item in Block.parse(attacker.chain.raw[s.hash], bed.task.chain.max_block_bytes).extras.evidence
+        )
+
+    attacker.wait_for(convicting, 120, "an honest block with invalid-block evidence")
+    settle(bed, honest_nodes)
+    bed.close()
+    deposit = bed.task.rewards.deposit
+    for db in databases(bed, honest_nodes):
+        chain = best_blocks(db)
+        carriers = [b for b in chain if any(e.kind == "invalid-block" for e in b.extras.evidence)]
+        assert len(carriers) == 1 and carriers[0].header.prev_hash == carrying.hash, db
+        assert carriers[0].header.miner != attacker.identity.public.sign_pk
+        assert all(b.header.miner != attacker.identity.public.sign_pk for b in chain)
+        assert balances(db).get(attacker.node) == -deposit, db
+        assert_verifies(db)
 
 
 def test_a_device_that_signs_two_updates_for_one_round_loses_its_deposit_once(bed_factory):
