@@ -66,6 +66,7 @@ def verify_database(path: str | Path) -> VerifyReport:
 
 def _verify(meta: dict[str, bytes], blocks) -> VerifyReport:
     replay, task, best, count = _Replay(), None, None, 0
+    cumwork: dict[bytes, int] = {}
     now = now_ms()
     for row in blocks:
         count += 1
@@ -84,14 +85,38 @@ def _verify(meta: dict[str, bytes], blocks) -> VerifyReport:
         if mismatch:
             return VerifyReport(count, best and best.header, Failure(row.height, row.hash, "stored_state", mismatch))
         replay.keep(state)
+        cumwork[state.hash] = state.cumwork
         if best is None or is_better(state, best):
             best = state
     if best is None:
         return VerifyReport(0, None, Failure(0, bytes(32), "bad_genesis", "the database holds no blocks"))
-    if meta.get("tip") != best.hash:
-        failure = Failure(best.header.height, best.hash, "stored_state", "the stored tip is not the best block")
+    tip = replay.header(meta.get("tip", b""))
+    if tip is None:
+        failure = Failure(best.header.height, best.hash, "stored_state", "the stored tip is not a stored block")
         return VerifyReport(count, best.header, failure)
-    return VerifyReport(count, best.header, None)
+    # the tip is the best block, except that a node never reorganises deeper than max_reorg_depth
+    tip_state = BlockState(tip, cumwork[tip.hash], None, tip.hash, tip.timestamp_ms)
+    limit = task.chain.max_reorg_depth
+    for block_hash, work in cumwork.items():
+        candidate = BlockState(replay.header(block_hash), work, None, block_hash, 0)
+        if is_better(candidate, tip_state) and _abandoned(replay, candidate.header, tip, limit) <= limit:
+            failure = Failure(tip.height, tip.hash, "stored_state", "the stored tip is not the best block")
+            return VerifyReport(count, tip, failure)
+    return VerifyReport(count, tip, None)
+
+
+def _abandoned(replay: _Replay, new: Header, old: Header, limit: int) -> int:
+    """Blocks of the branch ending in `old` that a switch to `new` abandons (limit + 1 when more),
+    as ChainStore.abandoned counts them."""
+    while new.height > old.height:
+        new = replay.header(new.prev_hash)
+    lost = 0
+    while old.hash != new.hash and lost <= limit:
+        if old.height == new.height:
+            new = replay.header(new.prev_hash)
+        old = replay.header(old.prev_hash)
+        lost += 1
+    return lost
 
 
 def _compare_stored(state: BlockState, row: StoredBlock, frac_bits: int) -> str | None:

@@ -281,6 +281,46 @@ def test_empty_blocks_from_a_miner_neither_censor_rounds_nor_earn_mining_rewards
     assert_verifies(db)
 
 
+def test_a_cheap_private_fork_deeper_than_max_reorg_depth_is_refused(bed_factory):
+    """With max_reorg_depth=2, once the honest chain has 4+ blocks the attacker publishes a private
+    fork from height 1: empty blocks mined back to back (the retarget makes them harder, so the fork
+    carries more cumulative work at this low difficulty). Before: fork choice was cumulative work
+    alone, so the honest miner and every device switched to the attacker's history (and lost the
+    rounds it abandoned). Now each refuses it and counts `reorgs_refused`."""
+    # rounds close on max_wait_ms (min_updates above the devices): a slow honest chain the fork outweighs to the end
+    bed = bed_factory(miners=2, devices=2, min_updates=3, max_wait_ms=2500, max_reorg_depth=2)
+    attacker = Attacker(bed, 1)
+    bed.start_miner(0)
+    for i in range(2):
+        bed.start_device(i, miner_index=0)
+    honest_tip = attacker.wait_for(lambda t: t.header.height >= 4, 120, "four honest blocks")
+    fork_base = attacker.best()[0]  # the honest block at height 1
+    fork, parent = [], fork_base
+    for _ in range(40):
+        raw = attacker.mine(parent)
+        parent = attacker.chain.add(raw)
+        fork.append(raw)
+        if len(fork) >= honest_tip.header.height + 2 and parent.cumwork > 2 * honest_tip.cumwork:
+            break
+    assert parent.cumwork > 2 * honest_tip.cumwork, "the fork should outweigh the honest chain"
+    assert attacker.chain.tip.hash == parent.hash  # by work alone, the fork is the best chain
+    for raw in fork:
+        attacker.publish(raw)
+    fork_hashes = {h.hex() for h in attacker.published}
+    nodes = ["m0", "d0", "d1"]
+    refused = lambda n: status(bed, n).get("counters", {}).get("reorgs_refused", 0) >= 1  # noqa: E731
+    bed.wait(lambda: all(refused(n) for n in nodes), 60, "every honest node to refuse the deep reorganisation")
+    start = status(bed, "m0")["tip_height"]
+    bed.wait(lambda: status(bed, "m0")["tip_height"] >= start + 1, 60, "the honest chain to go on")
+    tip = settle(bed, nodes)
+    assert tip not in fork_hashes
+    honest_chain = {b.hash.hex() for b in best_blocks(bed.root / "m0" / "chain.db")}
+    assert honest_tip.hash.hex() in honest_chain and not honest_chain & fork_hashes
+    bed.close()
+    for db in databases(bed, nodes):
+        assert_verifies(db)
+
+
 def forged_snapshot(bed: Testbed, attacker: Attacker, blocks: int) -> tuple[sync.Snapshot, int]:
     """Headers of `blocks` empty attacker blocks from genesis (valid headers: link, retarget, PoW,
     miner set, time), the last one re-mined to commit to an all-zero model; and their work."""
