@@ -105,7 +105,8 @@ class Miner(Node):
         if raw is not None:  # valid, so its body decodes; no signature to check again
             body = codec.decode(raw)[3]
             self.pool.mark_included(state.hash, body["updates"])
-            for item in body["extras"]["evidence"]:  # convicted on some branch: the ledger counts it once
+            on_best = state.hash == self.store.tip.hash  # evidence on a branch that loses is still pending
+            for item in body["extras"]["evidence"] if on_best else ():  # the ledger counts a conviction once
                 self.evidence = {k: e for k, e in self.evidence.items() if e.to_wire() != item}
 
     def on_invalid_block(self, raw: bytes, error: ProtocolError) -> None:
