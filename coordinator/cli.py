@@ -86,16 +86,21 @@ def _chain_balances(args) -> int:
 
 def _miner_run(args) -> int:
     from coordinator.miner.node import Miner
+    from edge_sdk.chain.rules import validate_genesis
     from edge_sdk.node import logs
+    from edge_sdk.node.bundle import SEALED_SHARE_FILE
+    from edge_sdk.privacy.sealed_share import open_share
     from edge_sdk.protocol.identity import Identity
     from edge_sdk.transport.mqtt import BrokerConfig
 
     logs.setup(args.verbose)
+    identity, genesis = Identity.load(args.identity), Path(args.genesis).read_bytes()
+    task, share = validate_genesis(genesis)[1], None
+    if task.privacy.encrypted:  # its key share, from the bundle unless given
+        sealed = Path(args.share or Path(args.broker_config).parent / SEALED_SHARE_FILE).read_bytes()
+        share = open_share(sealed, identity.box_key, task, identity.public.sign_pk)
     miner = Miner(
-        identity=Identity.load(args.identity),
-        genesis=Path(args.genesis).read_bytes(),
-        db_path=args.db,
-        broker=BrokerConfig.load(args.broker_config),
+        identity=identity, genesis=genesis, db_path=args.db, broker=BrokerConfig.load(args.broker_config), share=share
     )
     miner.run()
     return 0
@@ -123,6 +128,8 @@ def _coordinator_init(args) -> int:
         privacy=args.privacy,
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
+        paillier_threshold=args.threshold,
+        min_participants=args.min_participants,
     )
     print(f"task {task.id.hex()} in {args.task_dir}: genesis.block, model/, coordinator/, registry.json, broker/")
     return 0
@@ -229,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     mrun.add_argument("--identity", required=True, help="the miner's identity directory")
     mrun.add_argument("--genesis", required=True, help="the task's genesis.block")
     mrun.add_argument("--broker-config", required=True, help="broker.json from enrolment")
+    mrun.add_argument(
+        "--share", help="Paillier modes: the sealed key share (default: paillier.share.sealed next to broker.json)"
+    )
     mrun.add_argument("--db", required=True, help="chain database (SQLite; created if missing)")
     mrun.add_argument("--verbose", action="store_true")
     mrun.set_defaults(func=_miner_run)
@@ -254,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     init.add_argument("--dp-clip", type=float, default=1.0)
     init.add_argument("--dp-noise", type=float, default=1.0, help="dp: noise multiplier")
+    init.add_argument("--threshold", type=int, help="Paillier: miners needed to decrypt (default: a majority)")
+    init.add_argument("--min-participants", type=int, default=2, help="Paillier: fewest updates a block may aggregate")
     init.add_argument("--mining-reward", type=int, default=100)
     init.add_argument("--sample-reward", type=int, default=1)
     init.set_defaults(func=_coordinator_init)

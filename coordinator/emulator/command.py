@@ -34,6 +34,9 @@ def _emulate(args) -> int:
         dp_noise=args.dp_noise,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
+        threshold=args.threshold,
+        min_participants=args.min_participants,
+        paillier_bits=args.paillier_bits,
         attack=args.attack,
         attackers=args.attackers,
         aggregation=args.aggregation,
@@ -74,6 +77,16 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
     emulate.add_argument("--dp-noise", type=float, help="dp: noise multiplier (default: calibrated from --dp-epsilon)")
     emulate.add_argument("--dp-epsilon", type=float, default=8.0, help="dp: target epsilon after --rounds rounds")
     emulate.add_argument("--dp-delta", type=float, default=1e-5)
+    emulate.add_argument(
+        "--threshold", type=int, help="Paillier: miners whose partial decryptions open an aggregate (default: majority)"
+    )
+    emulate.add_argument(
+        "--min-participants",
+        type=int,
+        help="Paillier: fewest updates a block may aggregate (default: half the devices; paillier+dp: all of them, "
+        "each adding 1/sqrt of the noise)",
+    )
+    emulate.add_argument("--paillier-bits", type=int, default=2048, help="Paillier modulus size")
     emulate.add_argument(
         "--attack",
         help="scale | sign-flip | noise | label-flip | inflate-samples: some devices poison their updates; "

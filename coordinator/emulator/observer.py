@@ -11,6 +11,8 @@ from collections.abc import Callable
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.processes import Federation
 from edge_sdk.chain.memory import MemoryChain
+from edge_sdk.chain.opening import Opened
+from edge_sdk.node.openings import Openings
 from edge_sdk.protocol.block import Block, Update
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.fixedpoint import to_float
@@ -25,17 +27,15 @@ class Observer:
     def __init__(self, layout: Layout, genesis: bytes, broker: BrokerConfig, test_set, *, miners: int, devices: int,
                  dp_delta: float, say: Callable[[str], None]):  # fmt: skip
         self.layout, self.miners, self.devices, self.dp_delta, self.say = layout, miners, devices, dp_delta, say
-        task = MemoryChain(genesis).task
-        decryptor = None
-        if task.privacy.encrypted:  # the emulator evaluates models as a device would: with the task's key
-            from coordinator.task.setup import paillier_private_key
-            from edge_sdk.privacy.paillier import Decryptor
-
-            decryptor = Decryptor(paillier_private_key(layout.task.path, task), task.privacy.packing)
-        self.chain = MemoryChain(genesis, decryptor)
+        self.chain = MemoryChain(genesis)
         self.task = self.chain.task
         self.topics = Topics(self.task.id)
-        self.conn = Connection(broker, client_id=f"observer-{os.getpid()}", subscriptions=[self.topics.block(ANY)])
+        subscriptions = [self.topics.block(ANY)]
+        self.openings = None
+        if self.task.privacy.encrypted:  # models come, as for a device, from the miners' partial decryptions
+            self.openings = Openings(self.chain, lambda state, opened: self._opened(state.hash, opened))
+            subscriptions.append(self.topics.partial(ANY))
+        self.conn = Connection(broker, client_id=f"observer-{os.getpid()}", subscriptions=subscriptions)
         self.evaluator = PortableTrainer(ModelPackage.load(layout.task.model))
         self.x_test, self.y_test = test_set
         self.rounds: dict[str, dict] = {}
@@ -48,6 +48,7 @@ class Observer:
         self.conn.start()
         deadline = started + timeout
         last = None
+        self._reported = None
         try:
             while time.monotonic() < deadline:
                 dead = fed.dead()
@@ -61,15 +62,23 @@ class Observer:
                 if not isinstance(item, Incoming):
                     continue
                 try:
-                    state = self.chain.add(item.payload)
+                    if self.topics.kind(item.topic) == "partial":
+                        self.openings.receive(item.payload, item.topic.rsplit("/", 1)[-1])
+                    else:
+                        state = self.chain.add(item.payload)
+                        self._record(state, item.payload, started)
+                        if self.openings is not None:
+                            self.openings.block_arrived()
                 except ProtocolError:
                     continue
-                self._record(state, item.payload, started)
                 tip = self.chain.tip
+                entry = self.rounds.get(tip.hash.hex())
+                if entry is None or entry.get("accuracy") is None:
+                    continue  # (Paillier: the tip's aggregate is not opened yet)
                 if tip.hash != last:
                     switched = last is not None and self.chain.get(last).header.height >= tip.header.height
                     last = tip.hash
-                    self._progress(self.rounds[tip.hash.hex()], rounds, switched, started)
+                    self._progress(entry, rounds, switched, started)
                 if tip.header.height >= rounds:
                     return True
             self.say(f"timed out after {timeout:.0f}s at height {self.chain.tip.header.height}")
@@ -88,21 +97,24 @@ class Observer:
     def _record(self, state, raw: bytes, started: float) -> None:
         block = Block.parse(raw, self.task.chain.max_block_bytes)
         parent = self.chain.get(state.header.prev_hash)
-        evaluation = self.evaluator.evaluate(to_float(state.model, self.task.chain.frac_bits), self.x_test, self.y_test)
         entry = self.rounds[state.hash.hex()] = {
             "height": state.header.height,
             "hash": state.hash.hex(),
             "miner": state.header.miner.hex(),
             "miner_id": node_id(state.header.miner),
             "updates": len(block.update_bytes),
-            "accuracy": evaluation.accuracy,
-            "loss": evaluation.loss,
+            "accuracy": None,
+            "loss": None,
             "block_interval_s": (state.header.timestamp_ms - parent.header.timestamp_ms) / 1000,
             "block_bytes": len(raw),
             "update_bytes": sum(len(u) for u in block.update_bytes),
             "excluded": self._excluded(block),
             "seen_at_s": round(time.monotonic() - started, 3),
         }
+        if state.opened is not None:  # this block's decryption opened its parent
+            self._opened(state.header.prev_hash, state.opened)
+        if state.model is not None:
+            self._evaluate(state.hash)
         if self.chain.tip.hash != state.hash:
             return
         # the traffic and rejections since the previous tip
@@ -121,6 +133,20 @@ class Observer:
 
             entry["epsilon"] = epsilon(self.task.privacy.dp_noise, state.header.height, self.dp_delta)
         self._last_totals = totals
+
+    def _opened(self, block_hash: bytes, opened: Opened) -> None:
+        entry = self.rounds.get(block_hash.hex())
+        if entry is not None:
+            entry["overflow"] = opened.overflow  # the aggregate broke its slots: the model stayed as it was
+        self._evaluate(block_hash)
+
+    def _evaluate(self, block_hash: bytes) -> None:
+        entry, state = self.rounds.get(block_hash.hex()), self.chain.get(block_hash)
+        if entry is None or state is None or state.model is None or entry["accuracy"] is not None:
+            return
+        params = to_float(state.model, self.task.chain.frac_bits)
+        evaluation = self.evaluator.evaluate(params, self.x_test, self.y_test)
+        entry["accuracy"], entry["loss"] = evaluation.accuracy, evaluation.loss
 
     def _excluded(self, block: Block) -> list[str] | None:
         """Node ids of the updates the block's aggregation rule left out (`extras.excluded`, update

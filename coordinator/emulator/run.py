@@ -67,6 +67,9 @@ class Options:
     dp_noise: float | None = None  # noise multiplier; default: calibrated from dp_epsilon
     dp_epsilon: float = 8.0
     dp_delta: float = 1e-5
+    threshold: int | None = None  # Paillier: partial decryptions needed (default: a majority of miners)
+    min_participants: int | None = None  # Paillier: default half the devices (paillier), all of them (paillier+dp)
+    paillier_bits: int = 2048
     attack: str | None = None  # one of attacks.KINDS: run clean and attacked, then compare
     attackers: float = 0.1  # the fraction of devices that attack
     aggregation: str = "fedavg"  # fedavg | median | trimmed-mean:BETA | multi-krum:F
@@ -84,6 +87,11 @@ class Options:
         from coordinator.emulator.accountant import noise_for
 
         return noise_for(self.dp_epsilon, self.dp_delta, self.rounds)
+
+    def least_participants(self) -> int:
+        if self.min_participants is not None:
+            return self.min_participants
+        return self.devices if self.privacy == "paillier+dp" else max(1, self.devices // 2)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -152,6 +160,9 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         privacy=o.privacy,
         dp_clip=o.dp_clip,
         dp_noise=o.noise_multiplier(),
+        paillier_bits=o.paillier_bits,
+        paillier_threshold=o.threshold,
+        min_participants=o.least_participants(),
         aggregation=o.rule(),
     )
     noise = f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""

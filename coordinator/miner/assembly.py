@@ -51,10 +51,11 @@ def assemble(
     now_ms: int,
     evidence: Sequence[Evidence] = (),
     revocations: RevocationList | None = None,
+    decryption: Sequence[dict] = (),
 ) -> Template:
     """The header of a block on `parent` recording `updates` (parsed and verified by the caller),
-    the `evidence` given (checked by the caller against this parent) and `revocations` if newer
-    than the parent's.
+    the `evidence` given (checked by the caller against this parent), `revocations` if newer
+    than the parent's, and (Paillier) t verified partial decryptions of the parent's aggregate.
 
     The block's time is now, but never before its parent's nor so early that an update admitted
     a moment ago (dated up to max_skew_ms ahead) falls outside it: a clock stepped back by less
@@ -73,8 +74,8 @@ def assemble(
             kept.append(update)
         except ProtocolError as exc:
             left_out.append((update, exc))
-    commitment, _, excluded = apply_updates(task, parent.model, kept)  # miners never hold the Paillier key
-    extras = Extras(excluded, tuple(evidence), carried)
+    commitment, _, excluded, _ = apply_updates(task, parent.model, kept)
+    extras = Extras(excluded, tuple(evidence), carried, tuple(decryption))
     update_bytes = [u.envelope.raw for u in kept]
     header = block_template(
         parent=parent.header,
@@ -136,6 +137,7 @@ def build_block(
     stop: threading.Event | None = None,
     evidence: Sequence[Evidence] = (),
     revocations: RevocationList | None = None,
+    decryption: Sequence[dict] = (),
 ) -> bytes | None:
     """Assemble, mine and seal in one call (raw update bytes are parsed and verified first)."""
     parsed = [u if isinstance(u, Update) else Update.parse(u, task) for u in updates]
@@ -148,6 +150,7 @@ def build_block(
         now_ms=now_ms,
         evidence=evidence,
         revocations=revocations,
+        decryption=decryption,
     )
     mined = search_nonce(template.header, stop=stop)
     return None if mined is None else seal(identity, mined, template)

@@ -21,6 +21,7 @@ from pathlib import Path
 from coordinator.miner import policy
 from coordinator.miner.admission import admit
 from coordinator.miner.assembly import Template, assemble, fitting, seal, search_nonce
+from coordinator.miner.decrypting import ShareHolder
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.evidence import offender
@@ -31,8 +32,10 @@ from edge_sdk.clock import now_ms
 from edge_sdk.node.logs import event
 from edge_sdk.node.runtime import Node
 from edge_sdk.node.status import miner_status_path
+from edge_sdk.privacy.threshold import KeyShare
 from edge_sdk.protocol import codec, envelope, sync
 from edge_sdk.protocol.block import Block, Header, Update
+from edge_sdk.protocol.decryption import PartialDecryption, make_partial
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.extras import MAX_EVIDENCE, Evidence
 from edge_sdk.protocol.identity import Identity, node_id
@@ -54,12 +57,17 @@ class Miner(Node):
         db_path: str | Path,
         broker: BrokerConfig,
         status_path: str | Path | None = None,
+        share: KeyShare | None = None,
     ):
         db = Database(db_path)
         store = ChainStore(db, genesis)
         task = store.task
         if task.miner(identity.public.sign_pk) is None:
             raise ValueError("this identity is not in the task's miner set")
+        if task.privacy.encrypted and share is None:
+            raise ValueError("a Paillier task's miner needs its key share (paillier.share.sealed in its bundle)")
+        self.holder = ShareHolder(db, share, task) if task.privacy.encrypted else None
+        self._stuck: tuple[bytes, int] | None = None  # (tip whose aggregate nobody opens, since when)
         self.pool = Pool(db, task)
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
@@ -135,6 +143,47 @@ class Miner(Node):
         self._round_started = None
         super().on_new_tip()
         self._publish_head()
+        self._decrypt_tip()
+
+    # --- threshold decryption (Paillier modes) ---
+    def _decrypt_tip(self) -> None:
+        tip = self.store.tip
+        if self.holder is None or tip.aggregate is None:
+            return
+        if not self.holder.claim(tip, self.store.get(tip.header.prev_hash).base):
+            return
+        self.background("partial-decryption", lambda: self.holder.decrypt(tip), lambda item: self._decrypted(tip, item))
+
+    def _decrypted(self, block: BlockState, item: PartialDecryption | None) -> None:
+        if item is None:
+            return
+        key = self.task.privacy.threshold.key
+        self.publish(self.topics.partial(self.me), make_partial(self.identity, key, block.hash, item), retain=True)
+        self.count("partials_published")
+        self.openings.add(block.hash, item, verified=True)
+
+    def _opening_parent(self) -> tuple[BlockState, list[dict]] | None:
+        """The block to mine on and the decryption its child carries. Normally the tip (with t
+        partials of its aggregate, if it has one); if nobody opens the tip for a block interval
+        (competing blocks split the share holders, each of whom opens one aggregate per round
+        base), the best block that can be opened, for an empty block that outweighs the tip."""
+        tip = self.store.tip
+        if tip.aggregate is None:
+            return tip, []
+        items = self.openings.items_for(tip.hash)
+        if items is not None:
+            self._stuck = None
+            return tip, items
+        if self._stuck is None or self._stuck[0] != tip.hash:
+            self._stuck = (tip.hash, now_ms())
+        if now_ms() - self._stuck[1] < self.task.chain.target_interval_ms:
+            return None
+        candidates = [self.store.get(h) for h in list(self.openings.verified)]
+        candidates = [c for c in candidates if c is not None and self.openings.items_for(c.hash) is not None]
+        best = max(candidates, key=lambda c: c.cumwork, default=None)
+        if best is None or best.cumwork < tip.cumwork:
+            return None
+        return best, self.openings.items_for(best.hash)
 
     def on_close(self) -> None:
         self._stop_mining()
@@ -204,17 +253,27 @@ class Miner(Node):
     def _maybe_mine(self) -> None:
         if self._mining is not None:
             return
-        parent = self.store.tip
+        parent, decryption = self.store.tip, []
+        if self.holder is not None:
+            chosen = self._opening_parent()
+            if chosen is None:
+                return  # waiting for t partial decryptions of the tip's aggregate
+            parent, decryption = chosen
         if parent.hash == self._refused_tip:
             return  # our own block on this tip was refused: wait for another tip (see _on_mined)
-        pooled = fitting(self.pool.on_base(parent.base, self.task.chain.max_updates), self.task)
-        if not pooled:
-            self._round_started = None
-            return
-        if self._round_started is None:
-            self._round_started = now_ms()
-        if not policy.should_mine(len(pooled), self._round_started, now_ms(), self.task.rounds):
-            return
+        rescue = parent.hash != self.store.tip.hash  # an empty block that unblocks the chain
+        pooled = [] if rescue else fitting(self.pool.on_base(parent.base, self.task.chain.max_updates), self.task)
+        least = self.task.privacy.threshold.min_participants if self.holder is not None else 1
+        if not rescue:
+            if not pooled:
+                self._round_started = None
+                return
+            if self._round_started is None:
+                self._round_started = now_ms()
+            if len(pooled) < least or not policy.should_mine(
+                len(pooled), self._round_started, now_ms(), self.task.rounds
+            ):
+                return
         started = time.perf_counter()
         template = assemble(
             miner=self.identity.public.sign_pk,
@@ -225,12 +284,13 @@ class Miner(Node):
             now_ms=now_ms(),
             evidence=self._evidence_for(parent),
             revocations=self.revocations,
+            decryption=decryption,
         )
         self.count("aggregate_ms", round((time.perf_counter() - started) * 1000, 3))
         for update, error in template.left_out:  # no block can take them any more: out of the pool, on record
             self.pool.drop(update.digest, error.reason.value)
             self.reject(error.reason, "became invalid while pooled", source="pool")
-        if not template.updates:
+        if not rescue and len(template.updates) < least:
             return
         stop = threading.Event()
         self._mining = stop
@@ -251,7 +311,7 @@ class Miner(Node):
         if stop.is_set():
             return  # a better tip stopped this search (and a new one may be running)
         self._mining = None
-        if header is None or header.prev_hash != self.store.tip.hash:
+        if header is None or header.prev_hash not in (self.store.tip.hash, template.header.prev_hash):
             return
         raw = seal(self.identity, header, template)
         if not self.accept_block(raw, self.me):

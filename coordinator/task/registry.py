@@ -76,6 +76,7 @@ class Registry:
                 f"topic write {t.gossip(ANY, me)}",
                 f"topic write {t.block(me)}",
                 f"topic write {t.head(me)}",
+                f"topic write {t.partial(me)}",
                 f"topic read {t.sync(me)}",
                 f"topic write {t.sync(ANY)}",
                 f"topic write {t.reply(ANY)}",
@@ -98,6 +99,7 @@ class Registry:
             return [
                 f"topic read {t.block(ANY)}",
                 f"topic read {t.head(ANY)}",
+                f"topic read {t.partial(ANY)}",
                 f"topic write {t.presence(me)}",
                 f"topic read {t.presence(ANY)}",
                 f"topic read {t.genesis}",

@@ -1,7 +1,8 @@
 """Creating a task and enrolling nodes: what `blockfl coordinator init / enroll / revoke` do.
 
 A task directory (`TaskDir` knows its files) holds:
-    coordinator/      the coordinator's identity, broker password, Paillier key (private files 0600)
+    coordinator/      the coordinator's identity and broker password (private files 0600)
+    shares/           Paillier modes: each miner's key share, sealed to that miner (the dealer keeps no key)
     model/            the model package (see docs/training.md)
     genesis.block     the genesis block, which carries the task manifest
     registry.json     enrolled nodes and their broker password hashes (0600)
@@ -12,24 +13,23 @@ A task directory (`TaskDir` knows its files) holds:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-
-from phe import paillier
 
 from coordinator.models.compiler import Optimizer
 from coordinator.models.package_writer import build_package
 from coordinator.models.zoo import build_forward
 from coordinator.task.calibrate import initial_difficulty
+from coordinator.task.dealer import deal
 from coordinator.task.registry import Registry
 from edge_sdk.chain.rules import validate_genesis
 from edge_sdk.clock import now_ms
 from edge_sdk.files import write_private
 from edge_sdk.node.bundle import write_bundle
-from edge_sdk.privacy.sealed_key import seal_private_key
+from edge_sdk.privacy.sealed_share import seal_share
 from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import make_genesis
 from edge_sdk.protocol.cert import issue_certificate
+from edge_sdk.protocol.decryption import DecryptionRules
 from edge_sdk.protocol.fixedpoint import to_fixed
 from edge_sdk.protocol.identity import Identity, PublicIdentity
 from edge_sdk.protocol.packing import Packing
@@ -61,7 +61,11 @@ class TaskDir:
         self.broker = self.path / "broker"
         self.revocations = self.path / "revocations.bin"
         self.broker_password = self.coordinator / "broker-password"
-        self.paillier_key = self.coordinator / "paillier.key"
+        self.shares = self.path / "shares"
+
+    def share(self, miner_id: str) -> Path:
+        """A miner's key share, sealed to it (Paillier modes)."""
+        return self.shares / f"{miner_id}.sealed"
 
     def load(self) -> tuple[Task, Identity, bytes]:
         """The task, the coordinator's identity and the genesis block."""
@@ -100,6 +104,8 @@ def init_task(
     paillier_bits: int = 2048,
     paillier_precision: int = 16,
     paillier_clip_exp: int = 0,
+    paillier_threshold: int | None = None,
+    min_participants: int = 2,
     max_quota: int = 4096,
     aggregation: AggregationRule = AggregationRule(),
     max_reorg_depth: int = ChainParams.max_reorg_depth,
@@ -107,7 +113,12 @@ def init_task(
 ) -> Task:
     """Create the task. Its initial difficulty is `initial_hashes` expected hashes per block if given,
     else calibrated (coordinator/task/calibrate.py): the miner set at `hash_rate` per miner, or at
-    the rate measured on this machine, finds one block per target interval."""
+    the rate measured on this machine, finds one block per target interval.
+
+    Paillier modes: the coordinator deals the decryption key into one share per miner, any
+    `paillier_threshold` of which decrypt (default: a majority), seals each share to its miner
+    under shares/, and forgets the primes; `min_participants` is the fewest updates a block may
+    aggregate (and, in paillier+dp, the number of noise shares that add up to the full noise)."""
     d = TaskDir(task_dir)
     if d.genesis.exists():
         raise FileExistsError(f"{d.path} already holds a task")
@@ -124,14 +135,18 @@ def init_task(
     forward, params = build_forward(model, seed=seed)
     build_package(d.model, forward, params, loss=loss, optimizer=Optimizer.parse(optimizer), model_name=model)
     files = {f: hashlib.sha256((d.model / f).read_bytes()).digest() for f in PACKAGE_FILES}
-    packing = None
+    packing = rules = None
     if Privacy(privacy).encrypted and aggregation == AggregationRule():
         aggregation = AggregationRule(weight_cap=0)  # miners cannot see claims to compare them
     if Privacy(privacy).encrypted:
-        public, private = paillier.generate_paillier_keypair(n_length=paillier_bits)
-        packing = Packing(public.n, paillier_precision, paillier_clip_exp, max_quota, max_updates=64)
+        t = paillier_threshold if paillier_threshold is not None else len(miners) // 2 + 1
+        key, shares = deal(paillier_bits, t, len(miners))
+        packing = Packing(key.n, paillier_precision, paillier_clip_exp, max_quota, max_updates=64)
         packing.check()
-        write_private(d.paillier_key, json.dumps({"p": str(private.p), "q": str(private.q)}))
+        rules = DecryptionRules(key, min_participants)
+        d.shares.mkdir(mode=0o700)
+        for miner, share in zip(miners, shares, strict=True):
+            write_private(d.share(miner.node_id), seal_share(share, miner.box_pk))
     chain = ChainParams(
         initial_target=difficulty.initial_target,
         pow_limit=difficulty.pow_limit,
@@ -152,7 +167,7 @@ def init_task(
         rounds=rounds,
         rewards=rewards,
         model_files=files,
-        privacy=Privacy(privacy, dp_clip, dp_noise, packing),
+        privacy=Privacy(privacy, dp_clip, dp_noise, packing, rules),
         aggregation=aggregation,
     )
     Task.from_wire(task.to_wire())  # the rules every node will check, checked here first
@@ -172,7 +187,8 @@ def coordinator_broker(task_dir: str | Path, url: str, ca_file: str | None = Non
 
 
 def enroll_miner(task_dir: str | Path, miner: PublicIdentity, *, broker_url: str, out: str | Path) -> Path:
-    """Broker credentials for a miner of the task's miner set: a bundle of genesis and broker settings."""
+    """Broker credentials for a miner of the task's miner set: a bundle of genesis and broker settings
+    (and, in Paillier modes, its sealed key share)."""
     d = TaskDir(task_dir)
     task, _, genesis = d.load()
     if task.miner(miner.sign_pk) is None:
@@ -180,7 +196,8 @@ def enroll_miner(task_dir: str | Path, miner: PublicIdentity, *, broker_url: str
     registry = d.registry(task)
     username, password = registry.add("miner", miner.sign_pk)
     d.save_registry(registry)
-    return write_bundle(out, genesis=genesis, broker=BrokerConfig(broker_url, username, password))
+    share = d.share(miner.node_id).read_bytes() if task.privacy.encrypted else None
+    return write_bundle(out, genesis=genesis, broker=BrokerConfig(broker_url, username, password), sealed_share=share)
 
 
 def enroll_device(
@@ -206,17 +223,8 @@ def enroll_device(
     expires = now_ms() + int(days * DAY_MS)
     cert = issue_certificate(coordinator, task, device, quota=quota, expires_ms=expires, name=name)
     d.save_registry(registry)
-    sealed_key = None
-    if task.privacy.encrypted:  # the private key, sealed so only this device can read it
-        sealed_key = seal_private_key(paillier_private_key(task_dir, task), device.box_pk)
     broker = BrokerConfig(broker_url, username, password)
-    return write_bundle(out, genesis=genesis, broker=broker, cert=cert, model_dir=d.model, sealed_key=sealed_key)
-
-
-def paillier_private_key(task_dir: str | Path, task: Task):
-    """The task's Paillier private key (kept by the coordinator to enrol devices; never given to miners)."""
-    key = json.loads(TaskDir(task_dir).paillier_key.read_text())
-    return paillier.PaillierPrivateKey(paillier.PaillierPublicKey(task.privacy.packing.n), int(key["p"]), int(key["q"]))
+    return write_bundle(out, genesis=genesis, broker=broker, cert=cert, model_dir=d.model)
 
 
 def add_observer(task_dir: str | Path) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_sdk.chain.rules import validate_block, validate_genesis
@@ -52,7 +52,10 @@ class _Replay(HeaderWalk):
 
     def keep(self, state: BlockState) -> None:
         self.headers[state.hash] = state.header
-        self.states[state.hash] = state
+        self.states[state.hash] = replace(state, opened=None)
+        parent = self.states.get(state.header.prev_hash)
+        if state.opened is not None and parent is not None:  # Paillier: this block opened its parent
+            self.states[parent.hash] = replace(parent, model=state.opened.model)
         if state.header.height >= 2:
             stale = [h for h, s in self.states.items() if s.header.height < state.header.height - 1]
             for h in stale:
@@ -67,6 +70,7 @@ def verify_database(path: str | Path) -> VerifyReport:
 def _verify(meta: dict[str, bytes], blocks) -> VerifyReport:
     replay, task, best, count = _Replay(), None, None, 0
     cumwork: dict[bytes, int] = {}
+    stored_models: dict[bytes, bytes] = {}  # Paillier: blocks whose model a child opens later
     now = now_ms()
     for row in blocks:
         count += 1
@@ -82,6 +86,13 @@ def _verify(meta: dict[str, bytes], blocks) -> VerifyReport:
                 count, best and best.header, Failure(row.height, row.hash, exc.reason.value, exc.detail)
             )
         mismatch = _compare_stored(state, row, task.chain.frac_bits)
+        if state.model is None and row.height > 0:
+            stored_models[row.hash] = row.model
+            mismatch = None if task.privacy.encrypted else mismatch
+        if state.opened is not None and state.header.prev_hash in stored_models:
+            opened = codec.encode(encode_model(state.opened.model, task.chain.frac_bits))
+            if stored_models.pop(state.header.prev_hash) not in (b"", opened):
+                mismatch = "the stored model of the parent differs from the one this block's decryption opens"
         if mismatch:
             return VerifyReport(count, best and best.header, Failure(row.height, row.hash, "stored_state", mismatch))
         replay.keep(state)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from edge_sdk.chain.block_model import apply_updates
 from edge_sdk.chain.evidence import offenders
+from edge_sdk.chain.opening import Opened, check_items, open_aggregate
 from edge_sdk.chain.view import BlockState, ChainView
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.block import HEADER_VERSION, ZERO_HASH, Block, Header, Update, body_root
@@ -121,7 +122,6 @@ def validate_block(
     task: Task,
     chain: ChainView,
     now_ms: int,
-    decryptor=None,
     known_updates: Mapping[bytes, Update] | None = None,
 ) -> tuple[Block, list[Update], BlockState]:
     """Apply every block rule, cheapest first; return the parsed block, its updates and new state.
@@ -136,7 +136,7 @@ def validate_block(
     block = Block.parse(raw, params.max_block_bytes)
     header = block.header
     parent = chain.get(header.prev_hash)
-    if parent is None or (parent.model is None and (decryptor is not None or not task.privacy.encrypted)):
+    if parent is None or (parent.model is None and parent.aggregate is None):
         raise ProtocolError(Reason.UNKNOWN_PARENT, f"parent {header.prev_hash.hex()[:16]} is not known")
     check_header(header, parent.header, task, chain, now_ms)
     if block.envelope.signer != header.miner:
@@ -161,7 +161,11 @@ def validate_block(
         devices.add(update.device)
         updates.append(update)
     offenders(block.extras.evidence, task=task, chain=chain, parent=parent.hash, validate=validate_block)
-    commitment, model, excluded = apply_updates(task, parent.model, updates, decryptor)
+    parent_model, opened = parent.model, None
+    if task.privacy.encrypted:
+        opened = open_parent(block, parent, len(updates), task, chain)
+        parent_model = opened.model if opened else parent.model
+    commitment, model, excluded, aggregate = apply_updates(task, parent_model, updates)
     if excluded != block.extras.excluded:
         raise ProtocolError(Reason.BAD_EXCLUSIONS, "the block's excluded updates are not those its rule excludes")
     if commitment != header.model_hash:
@@ -176,5 +180,25 @@ def validate_block(
         header.hash if changed else parent.base,
         header.timestamp_ms if changed else parent.base_ms,
         revocations,
+        aggregate,
+        opened,
     )
     return block, updates, state
+
+
+def open_parent(block: Block, parent: BlockState, updates: int, task: Task, chain: ChainView) -> Opened | None:
+    """Paillier rules: a block aggregates no update or at least min_participants; it carries the
+    threshold's decryption of its parent's aggregate exactly when the parent has updates."""
+    least = task.privacy.threshold.min_participants
+    if 0 < updates < least:
+        raise ProtocolError(Reason.TOO_FEW_UPDATES, f"{updates} updates; a block aggregates none or >= {least}")
+    decryption = block.extras.decryption
+    if parent.aggregate is None:
+        if decryption:
+            raise ProtocolError(Reason.BAD_DECRYPTION, "the parent has no aggregate to decrypt")
+        return None
+    grandparent = chain.get(parent.header.prev_hash)
+    if grandparent is None or grandparent.model is None:
+        raise ProtocolError(Reason.UNKNOWN_PARENT, "the grandparent's model is not known")
+    partials = check_items(decryption, parent.aggregate, task)
+    return open_aggregate(task, grandparent.model, parent.aggregate, partials)

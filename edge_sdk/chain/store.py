@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_sdk.chain.database import Database
+from edge_sdk.chain.opening import Aggregate
 from edge_sdk.chain.rules import check_header, validate_block, validate_genesis
 from edge_sdk.chain.view import BlockState, HeaderWalk, is_better
 from edge_sdk.clock import now_ms
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     base BLOB NOT NULL,         -- the last block on this branch that changed the model
     base_ms INTEGER NOT NULL,   -- its timestamp
     revocations BLOB NOT NULL,  -- the revocation list in effect after this block (empty if none)
+    aggregate BLOB NOT NULL,    -- Paillier: the encrypted sum of its updates, for its children to open (or empty)
     received_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blocks_by_height ON blocks(height);
@@ -49,11 +51,9 @@ _CACHE_SIZE = 64
 class ChainStore(HeaderWalk):
     """A node's chain on disk. A ChainView, so blocks validate against it."""
 
-    def __init__(self, path: str | Path | Database, genesis_raw: bytes | None = None, decryptor=None):
-        """`decryptor`: a device's Paillier key, so encrypted blocks yield models (miners have none)."""
+    def __init__(self, path: str | Path | Database, genesis_raw: bytes | None = None):
         self.db = path if isinstance(path, Database) else Database(path)
         self.path = self.db.path
-        self.decryptor = decryptor
         self.db.script(SCHEMA)
         self._cache: dict[bytes, BlockState] = {}
         self._revocation_cache = NO_REVOCATIONS
@@ -95,9 +95,24 @@ class ChainStore(HeaderWalk):
             state.base,
             state.base_ms,
             state.revocations.raw,
+            b"" if state.aggregate is None else state.aggregate.encode(self._width),
             now_ms(),
         )
-        self.db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        self.db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    @property
+    def _width(self) -> int:
+        return self.task.privacy.packing.ciphertext_bytes
+
+    def set_model(self, block_hash: bytes, model) -> bool:
+        """Record the model of a block whose aggregate was just opened (Paillier); False if known."""
+        state = self.get(block_hash)
+        if state is None or state.model is not None:
+            return False
+        encoded = codec.encode(encode_model(model, self.task.chain.frac_bits))
+        self.db.execute("UPDATE blocks SET model = ? WHERE hash = ?", (encoded, block_hash))
+        self._cache[block_hash] = replace(state, model=model)
+        return True
 
     def _set_tip_if_better(self, state: BlockState) -> bool:
         """Fork choice, except that a branch abandoning more than max_reorg_depth blocks of the
@@ -132,13 +147,16 @@ class ChainStore(HeaderWalk):
         if state is not None:
             return state
         row = self.db.one(
-            "SELECT header, cumwork, model, base, base_ms, revocations FROM blocks WHERE hash = ?", (block_hash,)
+            "SELECT header, cumwork, model, base, base_ms, revocations, aggregate FROM blocks WHERE hash = ?",
+            (block_hash,),
         )
         if row is None:
             return None
         model = decode_model(codec.decode(row[2]))[0] if row[2] else None
         revocations = self._revocations(row[5])
-        state = BlockState(Header.decode(row[0]), int.from_bytes(row[1], "big"), model, row[3], row[4], revocations)
+        aggregate = Aggregate.decode(row[6]) if row[6] else None
+        header, cumwork = Header.decode(row[0]), int.from_bytes(row[1], "big")
+        state = BlockState(header, cumwork, model, row[3], row[4], revocations, aggregate)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.clear()
         self._cache[block_hash] = state
@@ -175,15 +193,15 @@ class ChainStore(HeaderWalk):
         if row is not None:
             return self.get(row[0]), False
         now = now_ms() if now is None else now
-        _, _, state = validate_block(
-            raw, task=self.task, chain=self, now_ms=now, decryptor=self.decryptor, known_updates=known_updates
-        )
+        _, _, state = validate_block(raw, task=self.task, chain=self, now_ms=now, known_updates=known_updates)
         if self.has(state.hash):
             return self.get(state.hash), False
         with self.db.transaction():
+            if state.opened is not None:
+                self.set_model(state.header.prev_hash, state.opened.model)
             self._insert(state, raw)
             better = self._set_tip_if_better(state)
-        self._cache[state.hash] = state
+        self._cache[state.hash] = replace(state, opened=None)
         return state, better
 
     def add_checkpoint(self, snapshot: Snapshot, now: int | None = None) -> BlockState:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge_sdk.chain.opening import Aggregate, Opened
 from edge_sdk.protocol.block import Header
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import Model
@@ -17,10 +18,12 @@ class BlockState:
 
     header: Header
     cumwork: int
-    model: Model | None  # None for headers taken from a snapshot below its checkpoint, and for miners in Paillier modes
+    model: Model | None  # None below a snapshot's checkpoint, and in Paillier modes until the aggregate is opened
     base: bytes  # the last block on this branch that changed the model (or genesis): updates for a child name it
     base_ms: int  # that block's timestamp
     revocations: RevocationList = NO_REVOCATIONS  # the newest list carried on this branch, up to this block
+    aggregate: Aggregate | None = None  # Paillier modes, a block with updates: what its children open
+    opened: Opened | None = None  # Paillier modes: the parent's model, as this block's decryption revealed it
 
     @property
     def hash(self) -> bytes:

@@ -1,7 +1,8 @@
 """The enrolment bundle: what the coordinator gives a node, and the only module that knows its files.
 
-A device's bundle holds genesis.block, cert.bin, model/ (the model package), broker.json (0600)
-and, in Paillier modes, paillier.key.sealed; a miner's holds genesis.block and broker.json.
+A device's bundle holds genesis.block, cert.bin, model/ (the model package) and broker.json (0600);
+a miner's holds genesis.block, broker.json and, in Paillier modes, paillier.share.sealed (its key
+share, sealed to it). Devices hold no decryption key in any mode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ GENESIS_FILE = "genesis.block"
 CERT_FILE = "cert.bin"
 MODEL_DIR = "model"
 BROKER_FILE = "broker.json"
-SEALED_KEY_FILE = "paillier.key.sealed"
+SEALED_SHARE_FILE = "paillier.share.sealed"
 
 
 def write_bundle(
@@ -30,9 +31,9 @@ def write_bundle(
     broker: BrokerConfig,
     cert: bytes | None = None,
     model_dir: str | Path | None = None,
-    sealed_key: bytes | None = None,
+    sealed_share: bytes | None = None,
 ) -> Path:
-    """Write a bundle; a miner's has only genesis and broker settings."""
+    """Write a bundle; a miner's has genesis, broker settings and (Paillier) its sealed key share."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / GENESIS_FILE).write_bytes(genesis)
@@ -41,8 +42,9 @@ def write_bundle(
         (out / CERT_FILE).write_bytes(cert)
     if model_dir is not None:
         shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
-    if sealed_key is not None:
-        (out / SEALED_KEY_FILE).write_bytes(sealed_key)
+    if sealed_share is not None:
+        (out / SEALED_SHARE_FILE).write_bytes(sealed_share)
+        (out / SEALED_SHARE_FILE).chmod(0o600)
     return out
 
 
@@ -58,9 +60,6 @@ class Bundle:
         self.package = ModelPackage.load(self.directory / MODEL_DIR)
         self.broker = BrokerConfig.load(self.directory / BROKER_FILE)
         self._check_package()
-
-    def sealed_key(self) -> bytes:
-        return (self.directory / SEALED_KEY_FILE).read_bytes()
 
     def _check_package(self) -> None:
         for name, digest in self.task.model_files.items():

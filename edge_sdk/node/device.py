@@ -26,8 +26,7 @@ from edge_sdk.node.logs import event
 from edge_sdk.node.runtime import Node
 from edge_sdk.node.status import DeliveryLog, ModelHashLog, device_status_path
 from edge_sdk.privacy.dp import clip_and_noise
-from edge_sdk.privacy.paillier import Decryptor, MaskPool, encrypt_update
-from edge_sdk.privacy.sealed_key import open_private_key
+from edge_sdk.privacy.paillier import MaskPool, encrypt_update
 from edge_sdk.protocol import codec, envelope, sync
 from edge_sdk.protocol.block import make_update
 from edge_sdk.protocol.errors import ProtocolError, Reason
@@ -77,13 +76,11 @@ class Device(Node):
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         privacy = task.privacy
-        self.masks = decryptor = None
-        if privacy.encrypted:  # the key comes sealed to this device; encryption masks are made while idle
-            key = open_private_key(bundle.sealed_key(), identity.box_key, privacy.packing.n)
-            decryptor = Decryptor(key, privacy.packing)
+        self.masks = None
+        if privacy.encrypted:  # public key only; encryption masks are made while idle
             values = sum(v.size for v in task.initial_model.values())
             self.masks = MaskPool(privacy.packing.n, 2 * privacy.packing.ciphertext_count(values))
-        store = ChainStore(self.state / CHAIN_FILE, bundle.genesis, decryptor=decryptor)
+        store = ChainStore(self.state / CHAIN_FILE, bundle.genesis)
         self.trainer = make_trainer(bundle.package, backend)
         miners = list(task.miners)
         k = preferred_miner % len(miners)
@@ -126,8 +123,13 @@ class Device(Node):
         return self.store.tip.header.height == 0  # a late joiner asks for a snapshot rather than every block
 
     def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
-        """Record the model hash this device computed for the block, for cross-device checks."""
-        self.hashes.append(state.header.height, state.hash, model_hash(state.model, self.task.chain.frac_bits))
+        """Record the model hash this device computed for the block, for cross-device checks (in
+        Paillier modes a block with updates has its model once its aggregate is opened)."""
+        if state.model is not None:
+            self.hashes.append(state.header.height, state.hash, model_hash(state.model, self.task.chain.frac_bits))
+
+    def on_block_opened(self, state: BlockState, opened) -> None:
+        self.on_block_accepted(state, None)
 
     def on_rejection(self, notice: sync.Rejection) -> None:
         self.rejected_by_miners[notice.reason] = self.rejected_by_miners.get(notice.reason, 0) + 1
@@ -171,8 +173,8 @@ class Device(Node):
     # --- training and updates ---
     def _maybe_train(self) -> None:
         tip = self.store.tip
-        if self.training or tip.base == self.trained_for:
-            return
+        if self.training or tip.base == self.trained_for or tip.model is None:
+            return  # (no model yet: a Paillier aggregate waits for t partial decryptions)
         base, params, height = tip.base, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
         self.trained_for = base
         self.training = True
@@ -184,13 +186,14 @@ class Device(Node):
         started = time.perf_counter()
         delta, samples = self.local_update(params, height)
         privacy = self.task.privacy
-        if privacy.dp:
-            delta = clip_and_noise(delta, privacy.dp_clip, privacy.dp_noise)
+        if privacy.dp:  # paillier+dp: this device's share of the noise the aggregate carries
+            delta = clip_and_noise(delta, privacy.dp_clip, privacy.device_noise())
         train_seconds, crypto_seconds = time.perf_counter() - started, 0.0
         cert = self.bundle.cert_raw
         if privacy.encrypted:
             started = time.perf_counter()
-            ciphertexts = encrypt_update(delta, samples, self.task.shapes, privacy.packing, self.masks)
+            weight = privacy.weight(samples)
+            ciphertexts = encrypt_update(delta, weight, self.task.shapes, privacy.packing, self.masks)
             crypto_seconds = time.perf_counter() - started
             update = make_update(self.identity, self.task, cert, base, samples, None, now_ms(), ciphertexts=ciphertexts)
         else:

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.chain.opening import Opened
 from edge_sdk.chain.store import ChainStore
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
 from edge_sdk.node.logs import event
+from edge_sdk.node.openings import Openings
 from edge_sdk.node.status import Status
 from edge_sdk.protocol import sync
 from edge_sdk.protocol.block import Header, Update
@@ -74,6 +76,11 @@ class Node:
             "reply": self.on_reply,
             **handlers,
         }
+        self.openings = None
+        if self.task.privacy.encrypted:  # every node opens aggregates from the miners' partial decryptions
+            self.openings = Openings(store, self._opened)
+            self.handlers["partial"] = lambda msg: self.openings.receive(msg.payload, sender(msg.topic))
+            subscriptions = [*subscriptions, t.partial(ANY)]
         self.conn = Connection(
             broker,
             client_id=f"{self.role}-{self.me}",
@@ -190,6 +197,17 @@ class Node:
     def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
         """A valid block was stored (`raw` is None for a snapshot's checkpoint)."""
 
+    def on_block_opened(self, state: BlockState, opened: Opened) -> None:
+        """A block's aggregate was opened from gossiped partials (Paillier): its model is known now."""
+
+    def _opened(self, state: BlockState, opened: Opened) -> None:
+        self.count("aggregates_opened")
+        if opened.overflow:
+            self.count("aggregates_overflowed")
+            event(log, logging.WARNING, "aggregate broke its slots; model unchanged", height=state.header.height)
+        self.mark_dirty()
+        self.on_block_opened(state, opened)
+
     def on_new_tip(self) -> None:
         event(log, logging.INFO, "new tip", height=self.store.tip.header.height, hash=self.store.tip.hash.hex()[:16])
         self.mark_dirty()
@@ -231,6 +249,8 @@ class Node:
                 self.on_invalid_block(raw, exc)
             return False
         self.on_block_accepted(state, raw)
+        if self.openings is not None:
+            self.openings.block_arrived()
         if self.store.reorgs_refused != refused:
             self.count("reorgs_refused")
             limit = self.task.chain.max_reorg_depth

@@ -1,4 +1,6 @@
-"""Paillier over packed plaintexts (see protocol/packing.py): encryption, homomorphic sums, decryption.
+"""Paillier over packed plaintexts (see protocol/packing.py): encryption and homomorphic sums.
+
+Decryption is threshold decryption (privacy/threshold.py): no single party holds the key.
 
 Encryption is c = (1 + n m) r^n mod n^2 with
 g = n + 1; the mask r^n is what costs, so devices compute masks ahead of time in a background
@@ -17,7 +19,7 @@ import gmpy2
 import numpy as np
 
 from edge_sdk.protocol import codec
-from edge_sdk.protocol.packing import Packing, flatten, pack, quantize, unpack
+from edge_sdk.protocol.packing import Packing, flatten, pack, quantize
 
 AGGREGATE_DOMAIN = b"BLOCKFL-EDGE/aggregate\x00"
 
@@ -79,10 +81,10 @@ def encrypt(plaintexts: list[int], n: int, masks=None) -> list[int]:
 
 
 def encrypt_update(
-    delta: dict[str, np.ndarray], samples: int, shapes: dict[str, tuple], packing: Packing, masks=None
+    delta: dict[str, np.ndarray], weight: int, shapes: dict[str, tuple], packing: Packing, masks=None
 ) -> list[bytes]:
-    """The ciphertexts a device sends: its clipped, quantized, sample-weighted, packed delta."""
-    weighted = [samples * q for q in quantize(flatten(delta, shapes), packing)]
+    """The ciphertexts a device sends: its clipped, quantized, weighted, packed delta (public key only)."""
+    weighted = [weight * q for q in quantize(flatten(delta, shapes), packing)]
     width = packing.ciphertext_bytes
     return [c.to_bytes(width, "big") for c in encrypt(pack(weighted, packing), packing.n, masks)]
 
@@ -101,13 +103,3 @@ def aggregate(updates: list[list[int]], packing: Packing) -> list[int]:
 def aggregate_hash(ciphertexts: list[int], samples: int, packing: Packing) -> bytes:
     body = {"ciphertexts": [c.to_bytes(packing.ciphertext_bytes, "big") for c in ciphertexts], "samples": samples}
     return hashlib.sha256(AGGREGATE_DOMAIN + codec.encode(body)).digest()
-
-
-class Decryptor:
-    """A device's view of the private key: decrypts aggregates into model deltas."""
-
-    def __init__(self, private_key, packing: Packing):
-        self.key, self.packing = private_key, packing
-
-    def sums(self, ciphertexts: list[int], values: int) -> list[int]:
-        return unpack([int(self.key.raw_decrypt(c)) for c in ciphertexts], values, self.packing)

@@ -47,6 +47,8 @@ class Reason(str, Enum):
     BAD_REVOCATIONS = "bad_revocations"
     BAD_EVIDENCE = "bad_evidence"
     BAD_EXCLUSIONS = "bad_exclusions"
+    BAD_DECRYPTION = "bad_decryption"  # Paillier: the partial decryptions of the parent's aggregate
+    TOO_FEW_UPDATES = "too_few_updates"  # Paillier: fewer updates than privacy.threshold.min_participants
 
 
 class ProtocolError(ValueError):

@@ -1,6 +1,7 @@
 """What a block carries besides its updates (`extras`): the updates its rule excluded, evidence of
-misbehaviour, and the coordinator's revocation list. The header commits to them through the
-Merkle root's last leaf, so a miner cannot show two bodies under one proof-of-work.
+misbehaviour, the coordinator's revocation list, and (Paillier) the decryption of its parent. The
+header commits to them through the Merkle root's last leaf, so a miner cannot show two bodies
+under one proof-of-work.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 
 EXTRAS_DOMAIN = b"BLOCKFL-EDGE/extras\x00"
 MAX_EVIDENCE = 16  # items per block
+MAX_SHARES = 64  # partial decryptions per block (at most one per miner)
 EVIDENCE_KINDS = {"double-update": 2, "invalid-block": 1}  # kind -> how many signed messages it holds
 
 
@@ -57,20 +59,27 @@ class Extras:
     excluded: tuple[int, ...] = ()  # indices into the block's updates, increasing
     evidence: tuple[Evidence, ...] = ()
     revocations: bytes | None = None  # a coordinator-signed revocations envelope, newer than the parent's
+    decryption: tuple = ()  # Paillier: t partial decryptions of the parent's aggregate (protocol/decryption.py)
 
     def to_wire(self) -> dict:
         return {
             "excluded": list(self.excluded),
             "evidence": [e.to_wire() for e in self.evidence],
             "revocations": self.revocations,
+            "decryption": list(self.decryption),
         }
 
     @classmethod
     def from_wire(cls, value: Any, updates: int) -> Extras:
         """Shape rules only; what the evidence and revocations mean is checked with the chain."""
-        if not isinstance(value, dict) or set(value) != {"excluded", "evidence", "revocations"}:
-            raise ProtocolError(Reason.BAD_EXTRAS, "extras must have exactly excluded, evidence, revocations")
+        if not isinstance(value, dict) or set(value) != {"excluded", "evidence", "revocations", "decryption"}:
+            raise ProtocolError(
+                Reason.BAD_EXTRAS, "extras must have exactly excluded, evidence, revocations, decryption"
+            )
         excluded, evidence, revocations = value["excluded"], value["evidence"], value["revocations"]
+        decryption = value["decryption"]
+        if not isinstance(decryption, list) or len(decryption) > MAX_SHARES:
+            raise ProtocolError(Reason.BAD_EXTRAS, f"decryption must be a list of at most {MAX_SHARES}")
         if not isinstance(excluded, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) and 0 <= i < updates for i in excluded
         ):
@@ -81,7 +90,7 @@ class Extras:
             raise ProtocolError(Reason.BAD_EXTRAS, f"evidence must be a list of at most {MAX_EVIDENCE}")
         if revocations is not None and not isinstance(revocations, bytes):
             raise ProtocolError(Reason.BAD_EXTRAS, "revocations must be a byte string or null")
-        return cls(tuple(excluded), tuple(Evidence.from_wire(e) for e in evidence), revocations)
+        return cls(tuple(excluded), tuple(Evidence.from_wire(e) for e in evidence), revocations, tuple(decryption))
 
     @property
     def leaf(self) -> bytes:

@@ -126,6 +126,24 @@ def unpack(plaintexts: list[int], count: int, packing: Packing) -> list[int]:
     return [(plaintexts[i // k] >> (s * (i % k))) & mask for i in range(count)]
 
 
+def checked_sums(plaintexts: list[int], count: int, weight: int, packing: Packing) -> list[int] | None:
+    """The slot sums of decrypted aggregate plaintexts, or None if any breaks its bound: an honest
+    slot sum is at most weight * (2^precision - 1), and no bit above the used slots is set."""
+    s, k = packing.slot_bits, packing.slots
+    mask, bound = (1 << s) - 1, weight * ((1 << packing.precision) - 1)
+    sums = []
+    for i, m in enumerate(plaintexts):
+        used = min(k, count - i * k)
+        if used <= 0 or m >> (s * used):
+            return None
+        for j in range(used):
+            value = (m >> (s * j)) & mask
+            if value > bound:
+                return None
+            sums.append(value)
+    return sums if len(sums) == count else None
+
+
 def parse_ciphertexts(value, values: int, packing: Packing) -> list[int]:
     """What a miner can check without the key: count, size and range of each ciphertext."""
     count = packing.ciphertext_count(values)

@@ -9,6 +9,7 @@ from typing import Any
 
 from edge_sdk.protocol import codec
 from edge_sdk.protocol.aggregation_rule import AggregationRule
+from edge_sdk.protocol.decryption import DecryptionRules
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import Model, decode_model, encode_model
 from edge_sdk.protocol.identity import node_id
@@ -167,13 +168,16 @@ PRIVACY_MODES = ("plain", "dp", "paillier", "paillier+dp")
 @dataclass(frozen=True)
 class Privacy:
     """How updates are protected. `dp`: devices clip each update to L2 norm `dp_clip` and add
-    Gaussian noise of standard deviation dp_noise * dp_clip. `paillier`: updates are packed and
-    encrypted under `packing.n`; miners aggregate without the key."""
+    Gaussian noise of standard deviation dp_noise * dp_clip (in `paillier+dp` each device adds its
+    share, so that the decrypted aggregate carries that noise once). `paillier`: updates are packed
+    and encrypted under `packing.n`; miners aggregate without the key and `threshold` of them
+    decrypt each block's aggregate, and only the aggregate."""
 
     mode: str = "plain"
     dp_clip: float = 0.0
     dp_noise: float = 0.0
     packing: Packing | None = None
+    threshold: DecryptionRules | None = None
 
     @property
     def dp(self) -> bool:
@@ -188,16 +192,31 @@ class Privacy:
             "mode": self.mode,
             "dp": {"clip": float(self.dp_clip), "noise_multiplier": float(self.dp_noise)} if self.dp else None,
             "paillier": self.packing.to_wire() if self.encrypted else None,
+            "threshold": self.threshold.to_wire() if self.encrypted else None,
         }
+
+    def weight(self, samples: int) -> int:
+        """An update's weight in the aggregate: its samples, except in paillier+dp, where every
+        device counts once (the central noise is calibrated to one device's clipped update)."""
+        return 1 if self.mode == "paillier+dp" else samples
+
+    def device_noise(self) -> float:
+        """The noise multiplier each device applies: all of it in `dp`, a 1/sqrt(min_participants)
+        share in `paillier+dp`, so any min_participants honest shares add up to noise_multiplier."""
+        if self.mode == "paillier+dp":
+            return self.dp_noise / self.threshold.min_participants**0.5
+        return self.dp_noise
 
     @classmethod
     def from_wire(cls, value: Any) -> Privacy:
         if (
             not isinstance(value, dict)
-            or set(value) != {"mode", "dp", "paillier"}
+            or set(value) != {"mode", "dp", "paillier", "threshold"}
             or value["mode"] not in PRIVACY_MODES
         ):
-            raise ProtocolError(Reason.BAD_BODY, f"privacy must be {{mode: one of {PRIVACY_MODES}, dp, paillier}}")
+            raise ProtocolError(
+                Reason.BAD_BODY, f"privacy must be {{mode: one of {PRIVACY_MODES}, dp, paillier, threshold}}"
+            )
         mode = value["mode"]
         privacy = cls(mode)
         if privacy.dp:
@@ -208,9 +227,11 @@ class Privacy:
         elif value["dp"] is not None:
             raise ProtocolError(Reason.BAD_BODY, f"privacy.dp must be null in mode {mode}")
         if privacy.encrypted:
-            return cls(mode, privacy.dp_clip, privacy.dp_noise, Packing.from_wire(value["paillier"]))
-        if value["paillier"] is not None:
-            raise ProtocolError(Reason.BAD_BODY, f"privacy.paillier must be null in mode {mode}")
+            packing = Packing.from_wire(value["paillier"])
+            threshold = DecryptionRules.from_wire(value["threshold"], packing.n)
+            return cls(mode, privacy.dp_clip, privacy.dp_noise, packing, threshold)
+        if value["paillier"] is not None or value["threshold"] is not None:
+            raise ProtocolError(Reason.BAD_BODY, f"privacy.paillier and privacy.threshold must be null in mode {mode}")
         return privacy
 
 
@@ -317,6 +338,10 @@ class Task:
         privacy = Privacy.from_wire(value["privacy"])
         if privacy.encrypted and chain.max_updates > privacy.packing.max_updates:
             raise ProtocolError(Reason.BAD_BODY, "chain.max_updates exceeds the updates the Paillier headroom allows")
+        if privacy.encrypted and privacy.threshold.key.holders != len(miners):
+            raise ProtocolError(Reason.BAD_BODY, "privacy.threshold needs one verification key per miner")
+        if privacy.encrypted and privacy.threshold.min_participants > chain.max_updates:
+            raise ProtocolError(Reason.BAD_BODY, "privacy.threshold.min_participants exceeds chain.max_updates")
         if privacy.encrypted and not -chain.frac_bits <= privacy.packing.clip_exp <= chain.delta_bits:
             raise ProtocolError(Reason.BAD_BODY, "paillier clip_exp must be in [-frac_bits, delta_bits]")
         aggregation = AggregationRule.from_wire(value["aggregation"])

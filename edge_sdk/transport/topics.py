@@ -40,6 +40,10 @@ class Topics:
         """Retained: the header of a miner's best block."""
         return f"{self.prefix}/head/{miner}"
 
+    def partial(self, miner: str) -> str:
+        """Retained: a miner's signed partial decryption of its latest block's aggregate (Paillier)."""
+        return f"{self.prefix}/partial/{miner}"
+
     def sync(self, miner: str) -> str:
         """Sync requests to one miner (MQTT 5 request/response)."""
         return f"{self.prefix}/sync/{miner}"
@@ -70,5 +74,5 @@ class Topics:
 
 
 def sender(topic: str) -> str:
-    """The last level of a topic: the publishing node for block/, head/, presence/, update/, gossip/."""
+    """The last level of a topic: the publishing node for block/, head/, partial/, presence/, update/, gossip/."""
     return topic.rsplit("/", 1)[-1]
