@@ -111,12 +111,15 @@ class World:
         self.rejection = sync.make_rejection(miner, t, digest, Reason.STALE_BASE, hashes[1])
         self.revocations = make_revocations(coordinator, t, [device.public.sign_pk], T0 + 5000)
         plain = t.to_wire()
-        dp = {**plain, "privacy": {"mode": "dp", "dp": {"clip": 1.0, "noise_multiplier": 1.1}, "paillier": None}}
+        dp_privacy = {"mode": "dp", "dp": {"clip": 1.0, "noise_multiplier": 1.1}, "paillier": None, "threshold": None}
+        dp = {**plain, "privacy": dp_privacy}
         packing = {"n": (1 << 511 | 31).to_bytes(64, "big"), "precision": 16, "clip_exp": 0, "max_quota": 1000}
         packing["max_updates"] = 256
+        squares = [(4**k).to_bytes(128, "big") for k in range(1, 2 + len(plain["miners"]))]
+        threshold = {"t": 1, "min_participants": 1, "v": squares[0], "vks": squares[1:]}
         paillier = {
             **plain,
-            "privacy": {"mode": "paillier", "dp": None, "paillier": packing},
+            "privacy": {"mode": "paillier", "dp": None, "paillier": packing, "threshold": threshold},
             "aggregation": {**plain["aggregation"], "weight_cap": 0},
         }
         self.manifests = [codec.encode(m) for m in (plain, dp, paillier)]

@@ -77,7 +77,7 @@ class Federation:
         excluded = ()
         try:
             parsed = [Update.parse(u, self.task) for u in updates]
-            commitment, _, excluded = apply_updates(self.task, parent.model if model is None else model, parsed)
+            commitment, _, excluded, _ = apply_updates(self.task, parent.model if model is None else model, parsed)
             if model is not None:
                 commitment = model_hash(model, self.task.chain.frac_bits)
         except ProtocolError:  # a deliberately bad update: the model is never reached

@@ -1,8 +1,9 @@
 """Poisoning attacks for the emulator: well-formed, signed updates with harmful contents.
 
 An attacker holds a valid certificate and follows the protocol; only what it trains (or claims)
-is malicious, so only the task's aggregation rule can stop it. Each kind overrides the one step
-`Device.local_update`; the device then clips to the task's range and signs as usual.
+is malicious, so only the task's rules can stop it. Each kind overrides the one step
+`Device.local_update` (`overflow`: `Device.encrypt`); the device then clips to the task's range
+and signs as usual.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import hashlib
 import numpy as np
 
 from edge_sdk.node.device import Device
+from edge_sdk.privacy import paillier
+from edge_sdk.protocol.packing import pack
 
-KINDS = ("scale", "sign-flip", "noise", "label-flip", "inflate-samples")
+KINDS = ("scale", "sign-flip", "noise", "label-flip", "inflate-samples", "overflow")
 SIGN_FLIP_FACTOR = 4.0  # sign-flip sends -4x the honest delta: pulls the model back harder than one device pushes
 NOISE_SIGMAS = 8  # noise has std 2^delta_bits / 8: the range limit is 8 standard deviations, so it is rarely clipped
 
@@ -36,6 +39,8 @@ class AttackerDevice(Device):
             raise ValueError(f"attack {kind!r}: expected one of {', '.join(KINDS)}")
         super().__init__(**device_args)
         self.kind = kind
+        if kind == "overflow" and not self.task.privacy.encrypted:
+            raise ValueError("the overflow attack needs a Paillier mode (it breaks packing slots)")
         if kind == "label-flip":  # y -> C-1-y, every label wrong yet the class histogram looks plausible
             self.y = self.bundle.package.manifest["num_outputs"] - 1 - np.asarray(self.y)
 
@@ -58,6 +63,17 @@ class AttackerDevice(Device):
             return delta, self.bundle.cert.quota
         return delta, samples  # label-flip: honest training on flipped labels
 
+    def encrypt(self, delta: dict, weight: int) -> list[bytes]:
+        if self.kind != "overflow":
+            return super().encrypt(delta, weight)
+        # every slot filled to the top: no carry into a neighbour, but far beyond what weight * 2^p can make
+        packing = self.task.privacy.packing
+        values = sum(v.size for v in delta.values())
+        slot_top = (1 << packing.slot_bits) - 1
+        plaintexts = pack([slot_top] * values, packing)
+        width = packing.ciphertext_bytes
+        return [c.to_bytes(width, "big") for c in paillier.encrypt(plaintexts, packing.n, self.masks)]
+
 
 def describe(kind: str, delta_bits: int) -> str:
     """One line for reports: what the attackers of `kind` send."""
@@ -68,4 +84,5 @@ def describe(kind: str, delta_bits: int) -> str:
         "noise": f"Gaussian noise of std {limit / NOISE_SIGMAS:g} (2^{delta_bits}/{NOISE_SIGMAS}), no training",
         "label-flip": "honest training on labels y -> C-1-y",
         "inflate-samples": "honest training, claiming the certificate's whole quota as its sample count",
+        "overflow": "Paillier ciphertexts whose every slot holds its largest value, far above any honest slot",
     }[kind]

@@ -192,8 +192,7 @@ class Device(Node):
         cert = self.bundle.cert_raw
         if privacy.encrypted:
             started = time.perf_counter()
-            weight = privacy.weight(samples)
-            ciphertexts = encrypt_update(delta, weight, self.task.shapes, privacy.packing, self.masks)
+            ciphertexts = self.encrypt(delta, privacy.weight(samples))
             crypto_seconds = time.perf_counter() - started
             update = make_update(self.identity, self.task, cert, base, samples, None, now_ms(), ciphertexts=ciphertexts)
         else:
@@ -218,6 +217,11 @@ class Device(Node):
             seed=int.from_bytes(seed_bytes, "big"),
         )
         return {p: result.params[p] - params[p] for p in params}, len(self.x)
+
+    def encrypt(self, delta: dict, weight: int) -> list[bytes]:
+        """Paillier modes: the ciphertexts of the weighted delta (the emulator's overflow attacker
+        overrides this step)."""
+        return encrypt_update(delta, weight, self.task.shapes, self.task.privacy.packing, self.masks)
 
     def _on_trained(self, done: Trained | None) -> None:
         self.training = False

@@ -120,12 +120,6 @@ def pack(weighted: list[int], packing: Packing) -> list[int]:
     return plaintexts
 
 
-def unpack(plaintexts: list[int], count: int, packing: Packing) -> list[int]:
-    s, k = packing.slot_bits, packing.slots
-    mask = (1 << s) - 1
-    return [(plaintexts[i // k] >> (s * (i % k))) & mask for i in range(count)]
-
-
 def checked_sums(plaintexts: list[int], count: int, weight: int, packing: Packing) -> list[int] | None:
     """The slot sums of decrypted aggregate plaintexts, or None if any breaks its bound: an honest
     slot sum is at most weight * (2^precision - 1), and no bit above the used slots is set."""

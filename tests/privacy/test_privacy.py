@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from phe import paillier as phe
 
 from coordinator.emulator.accountant import epsilon, noise_for
+from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.privacy import paillier
 from edge_sdk.privacy.dp import clip_and_noise
-from edge_sdk.privacy.sealed_key import open_private_key, seal_private_key
+from edge_sdk.privacy.sealed_share import open_share
 from edge_sdk.protocol import packing as slots
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.identity import Identity
@@ -34,6 +35,13 @@ SHAPES = {"b": (7,), "W": (5, 9)}
 VALUES = 52
 
 
+def decrypt_sums(ciphertexts, weight, pk):
+    """The slot sums, decrypted with a plain (non-threshold) key: packing tests only."""
+    sums = slots.checked_sums([PRIVATE.raw_decrypt(c) for c in ciphertexts], VALUES, weight, pk)
+    assert sums is not None, "an honest aggregate broke its slots"
+    return sums
+
+
 @st.composite
 def rounds(draw):
     k = draw(st.integers(1, 8))
@@ -50,12 +58,12 @@ def rounds(draw):
 def test_decrypted_aggregate_is_the_exact_weighted_integer_sum(updates):
     pk = packing()
     cts = [[int.from_bytes(c, "big") for c in paillier.encrypt_update(d, n, SHAPES, pk)] for n, d in updates]
-    sums = paillier.Decryptor(PRIVATE, pk).sums(paillier.aggregate(cts, pk), VALUES)
+    total = sum(n for n, _ in updates)
+    sums = decrypt_sums(paillier.aggregate(cts, pk), total, pk)
     quantized = [slots.quantize(slots.flatten(d, SHAPES), pk) for _, d in updates]
     exact = [sum(n * q[i] for (n, _), q in zip(updates, quantized, strict=True)) for i in range(VALUES)]
     assert sums == exact
     # and the fixed-point mean is the clipped float mean within one quantization step
-    total = sum(n for n, _ in updates)
     mean = np.array(slots.mean_fixed(sums, total, pk, 24), dtype=np.float64) / 2**24
     reference = sum(n * np.clip(slots.flatten(d, SHAPES), -1, 1) for n, d in updates) / total
     assert np.max(np.abs(mean - reference)) <= 2.0 / ((1 << pk.precision) - 1) + 2**-24
@@ -71,7 +79,7 @@ def test_the_largest_possible_round_cannot_overflow_a_slot():
         [int.from_bytes(c, "big") for c in paillier.encrypt_update(ones, pk.max_quota, SHAPES, pk)]
         for _ in range(pk.max_updates)
     ]
-    sums = paillier.Decryptor(PRIVATE, pk).sums(paillier.aggregate(cts, pk), VALUES)
+    sums = decrypt_sums(paillier.aggregate(cts, pk), pk.max_updates * pk.max_quota, pk)
     assert sums == [worst] * VALUES
 
 
@@ -131,17 +139,6 @@ def test_precomputed_masks_give_valid_ciphertexts():
     assert len(set(cts)) == 3
 
 
-def test_the_private_key_opens_only_for_its_device():
-    device, other = Identity.from_seed(b"d"), Identity.from_seed(b"o")
-    sealed = seal_private_key(PRIVATE, device.public.box_pk)
-    key = open_private_key(sealed, device.box_key, PUBLIC.n)
-    assert key.raw_decrypt(PUBLIC.raw_encrypt(42)) == 42
-    with pytest.raises(ProtocolError):
-        open_private_key(sealed, other.box_key, PUBLIC.n)
-    with pytest.raises(ValueError):
-        open_private_key(sealed, device.box_key, PUBLIC.n + 2)
-
-
 def test_dp_clips_to_the_norm_and_adds_calibrated_noise():
     rng = np.random.default_rng(0)
     delta = {"a": np.full((100, 100), 0.5, np.float32), "b": np.ones(10, np.float32)}
@@ -197,30 +194,38 @@ def emulate(out, privacy, extra=()):
     return json.loads((out / "report.json").read_text())
 
 
-def test_paillier_matches_plain_accuracy_and_no_miner_holds_the_key(tmp_path):
+def test_paillier_matches_plain_accuracy_and_no_device_holds_key_material(tmp_path):
     plain = emulate(tmp_path / "plain", "plain")
-    enc = emulate(tmp_path / "paillier", "paillier")
+    enc = emulate(tmp_path / "paillier", "paillier", ["--paillier-bits", "1024"])
     assert enc["ok"] and enc["model_hash_agreement"]["ok"]
     assert abs(enc["rounds"][-1]["accuracy"] - plain["rounds"][-1]["accuracy"]) <= 0.01
     assert enc["rounds"][-1]["accuracy"] >= 0.85
     assert "device_encrypt_s" in enc["rounds"][-1]
-    # no miner has the key: nothing under a miner's directory holds p or q, in any encoding
-    key = json.loads((tmp_path / "paillier" / "task" / "coordinator" / "paillier.key").read_text())
+    assert not any(r.get("overflow") for r in enc["rounds"])
+    # the key exists only as shares, each sealed to its miner: open them as the miners would ...
+    root = tmp_path / "paillier"
+    task = MemoryChain((root / "task" / "genesis.block").read_bytes()).task
+    shares = []
+    for miner in sorted((root / "miners").iterdir()):
+        me = Identity.load(miner / "identity")
+        shares.append(open_share((miner / "paillier.share.sealed").read_bytes(), me.box_key, task, me.public.sign_pk))
+    assert [s.index for s in shares] == [1, 2]
+    # ... and no device file holds any of them, in any encoding, nor any sealed key file
     secrets = []
-    for factor in (int(key["p"]), int(key["q"])):
-        secrets += [str(factor).encode(), factor.to_bytes((factor.bit_length() + 7) // 8, "big")]
-    for path in (tmp_path / "paillier" / "miners").rglob("*"):
+    for share in shares:
+        secrets += [str(share.value).encode(), share.value.to_bytes((share.value.bit_length() + 7) // 8, "big")]
+    for path in (root / "devices").rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert not any(s in data for s in secrets), f"{path} holds the Paillier private key"
-    assert not list((tmp_path / "paillier" / "miners").rglob("paillier*"))
-    # devices got it sealed: the sealed file does not contain it in the clear either
-    sealed = (tmp_path / "paillier" / "devices" / "d0" / "bundle" / "paillier.key.sealed").read_bytes()
-    assert not any(s in sealed for s in secrets)
+            assert not any(s in data for s in secrets), f"{path} holds a key share"
+    assert not list((root / "devices").rglob("paillier*"))
+    assert not any(s in p.read_bytes() for p in (root / "task").rglob("*") if p.is_file() for s in secrets)
 
 
-def test_dp_emulation_reports_epsilon_per_round(tmp_path):
-    report = emulate(tmp_path / "dp", "paillier+dp", ["--dp-epsilon", "20", "--dp-clip", "2.0"])
+def test_paillier_dp_reports_epsilon_per_round(tmp_path):
+    report = emulate(
+        tmp_path / "dp", "paillier+dp", ["--dp-epsilon", "20", "--dp-clip", "2.0", "--paillier-bits", "1024"]
+    )
     eps = [r["epsilon"] for r in report["rounds"]]
     assert eps == sorted(eps) and eps[-1] == pytest.approx(20.0, rel=0.01)
     assert report["dp"]["noise_multiplier"] > 0

@@ -129,11 +129,14 @@ def test_manifest_file_names_must_be_plain(name):
 
 
 def test_paillier_clip_exp_must_fit_the_fixed_point_budget():
+    from edge_sdk.privacy.threshold import ThresholdKey
+    from edge_sdk.protocol.decryption import DecryptionRules
     from edge_sdk.protocol.packing import Packing
     from edge_sdk.protocol.task import Privacy
 
     fed = make_federation(max_updates=16)
     n = (1 << 2047) + 1
+    rules = DecryptionRules(ThresholdKey(n, 1, 4, (16,)), 1)
     for clip_exp, ok in (
         (0, True),
         (fed.task.chain.delta_bits, True),
@@ -142,7 +145,7 @@ def test_paillier_clip_exp_must_fit_the_fixed_point_budget():
     ):
         packing = Packing(n, 16, clip_exp, 100, 16)
         wire = fed.task.to_wire()
-        wire["privacy"] = Privacy("paillier", packing=packing).to_wire()
+        wire["privacy"] = Privacy("paillier", packing=packing, threshold=rules).to_wire()
         wire["aggregation"]["weight_cap"] = 0
         if ok:
             assert Task.from_wire(wire).privacy.packing.clip_exp == clip_exp
