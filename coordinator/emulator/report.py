@@ -104,7 +104,7 @@ def _summary(report: dict) -> str:
     if report.get("privacy", "plain") != "plain":
         lines += [
             "",
-            f"Privacy: {report['privacy']}.",
+            f"Privacy: {report['privacy']}. {report.get('guarantee', '')}",
             "",
             "| round | accuracy | epsilon | device encryption (s, all devices) | miner aggregation (ms) "
             "| block bytes |",
@@ -121,6 +121,8 @@ def _summary(report: dict) -> str:
     hashes = "every device computed the same global model for every block" if agreement["ok"] else agreement["problems"]
     if report["attackers"]:
         lines += ["", f"Attackers ({o['attack']}): {', '.join(report['attackers'])}."]
+    if report.get("overflowed_rounds"):
+        lines += ["", f"Rounds whose aggregate broke its slots (model left unchanged): {report['overflowed_rounds']}."]
     lines += [
         "",
         f"- chain verify: {verify}",

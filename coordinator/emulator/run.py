@@ -22,6 +22,7 @@ import numpy as np
 
 from coordinator.emulator.attacks import KINDS, pick_attackers
 from coordinator.emulator.data import digits_shards
+from coordinator.emulator.guarantee import guarantee
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
 from coordinator.emulator.processes import Federation, device_args, miner_args
@@ -243,7 +244,9 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
         "dp": {"noise_multiplier": privacy.dp_noise, "clip": privacy.dp_clip, "delta": o.dp_delta}
         if privacy.dp
         else None,
+        "guarantee": guarantee(chain.task, o.rounds, o.dp_delta),
         "rounds": rounds,
+        "overflowed_rounds": [r["height"] for r in rounds if r.get("overflow")],
         "chain_verify": verify,
         "model_hash_agreement": agreement,
         "rejections": _sum_counters(m.get("rejections", {}) for m in miners.values()),

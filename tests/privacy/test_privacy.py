@@ -229,3 +229,28 @@ def test_paillier_dp_reports_epsilon_per_round(tmp_path):
     eps = [r["epsilon"] for r in report["rounds"]]
     assert eps == sorted(eps) and eps[-1] == pytest.approx(20.0, rel=0.01)
     assert report["dp"]["noise_multiplier"] > 0
+
+
+def test_an_overflowing_device_voids_its_rounds_on_every_node(tmp_path):
+    """A real federation with one device whose ciphertexts fill every slot: every node opens the
+    same aggregate, finds it out of bounds and keeps the model; the report names the rounds."""
+    extra = ["--paillier-bits", "1024", "--attack", "overflow", "--attackers", "0.17", "--miners", "3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "emulate", "--initial-hashes", "20000", "--devices", "6",
+         "--rounds", "2", "--seed", "4", "--max-wait-ms", "6000", "--privacy", "paillier", *extra,
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    attacked = json.loads((tmp_path / "o" / "attacked" / "report.json").read_text())
+    clean = json.loads((tmp_path / "o" / "clean" / "report.json").read_text())
+    assert attacked["model_hash_agreement"]["ok"] and all(v["ok"] for v in attacked["chain_verify"].values())
+    assert not clean["overflowed_rounds"]
+    named = attacked["overflowed_rounds"]
+    assert named, "the attacker's rounds must be named"
+    previous = attacked["initial"]["accuracy"]
+    for r in attacked["rounds"]:
+        if r["height"] in named:  # the model did not move at all: the same accuracy as before the round
+            assert r["overflow"] and r["accuracy"] == previous
+        previous = r["accuracy"]
+    assert "Rounds whose aggregate broke its slots" in (tmp_path / "o" / "attacked" / "summary.md").read_text()
