@@ -38,7 +38,8 @@ class VerifyReport:
 
 
 class _Replay(HeaderWalk):
-    """A ChainView over blocks verified so far: all headers, models only of the last two heights."""
+    """A ChainView over blocks verified so far: all headers, states only of the last three heights
+    (a block needs its parent's state and, in Paillier modes, its grandparent's model)."""
 
     def __init__(self):
         self.headers: dict[bytes, Header] = {}
@@ -56,8 +57,8 @@ class _Replay(HeaderWalk):
         parent = self.states.get(state.header.prev_hash)
         if state.opened is not None and parent is not None:  # Paillier: this block opened its parent
             self.states[parent.hash] = replace(parent, model=state.opened.model)
-        if state.header.height >= 2:
-            stale = [h for h, s in self.states.items() if s.header.height < state.header.height - 1]
+        if state.header.height >= 3:
+            stale = [h for h, s in self.states.items() if s.header.height < state.header.height - 2]
             for h in stale:
                 del self.states[h]
 
