@@ -10,7 +10,8 @@ import secrets
 
 import gmpy2
 
-from edge_sdk.privacy.threshold import KeyShare, ThresholdKey
+from edge_sdk.privacy.threshold import KeyShare
+from edge_sdk.protocol.decryption import ThresholdKey
 
 _SMALL_PRIMES = [p for p in range(3, 4000) if gmpy2.is_prime(p)]
 

@@ -20,54 +20,17 @@ Devices only encrypt (public n); nobody below the threshold can open a single up
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass
 
 import gmpy2
 
 from edge_sdk.protocol import codec
+from edge_sdk.protocol.decryption import CHALLENGE_BITS, Proof, ThresholdKey
 
 BATCH_DOMAIN = b"BLOCKFL-EDGE/partial-batch\x00"
 CHALLENGE_DOMAIN = b"BLOCKFL-EDGE/partial-proof\x00"
-CHALLENGE_BITS = 256
-HIDING_BITS = 128  # statistical hiding of the share in the proof's response
 BATCH_EXPONENT_BYTES = 16
-
-
-@dataclass(frozen=True)
-class ThresholdKey:
-    """The public side: modulus, threshold, and a verification key per share holder."""
-
-    n: int
-    threshold: int
-    v: int
-    verification_keys: tuple[int, ...]  # vk_i = v^(Delta s_i) mod n^2 for shares 1..m
-
-    @property
-    def holders(self) -> int:
-        return len(self.verification_keys)
-
-    @property
-    def delta(self) -> int:
-        return math.factorial(self.holders)
-
-    @property
-    def n2(self) -> int:
-        return self.n * self.n
-
-    @property
-    def element_bytes(self) -> int:
-        """Fixed width of an element of Z_{n^2} on the wire (the ciphertext size)."""
-        return (2 * self.n.bit_length() + 7) // 8
-
-    @property
-    def response_bits(self) -> int:
-        """Most bits of a proof's response z = r + e Delta s_i."""
-        return 2 * self.n.bit_length() + self.delta.bit_length() + CHALLENGE_BITS + HIDING_BITS + 1
-
-    def verification_key(self, index: int) -> int:
-        return self.verification_keys[index - 1]
 
 
 @dataclass(frozen=True)
@@ -85,12 +48,6 @@ class KeyShare:
         return 1 <= self.index <= key.holders and int(
             gmpy2.powmod(key.v, key.delta * self.value, key.n2)
         ) == key.verification_key(self.index)
-
-
-@dataclass(frozen=True)
-class Proof:
-    challenge: int  # e, CHALLENGE_BITS
-    response: int  # z = r + e Delta s_i
 
 
 def partial_decrypt(share: KeyShare, key: ThresholdKey, ciphertexts: list[int]) -> list[int]:

@@ -8,15 +8,59 @@ fixed-width big-endian (the ciphertext size); a proof is [challenge (32 bytes), 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import gmpy2
 
-from edge_sdk.privacy.threshold import CHALLENGE_BITS, Proof, ThresholdKey
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.identity import Identity
+
+CHALLENGE_BITS = 256
+HIDING_BITS = 128  # statistical hiding of the share in a proof's response
+
+
+@dataclass(frozen=True)
+class ThresholdKey:
+    """The public side: modulus, threshold, and a verification key per share holder."""
+
+    n: int
+    threshold: int
+    v: int
+    verification_keys: tuple[int, ...]  # vk_i = v^(Delta s_i) mod n^2 for shares 1..m
+
+    @property
+    def holders(self) -> int:
+        return len(self.verification_keys)
+
+    @property
+    def delta(self) -> int:
+        return math.factorial(self.holders)
+
+    @property
+    def n2(self) -> int:
+        return self.n * self.n
+
+    @property
+    def element_bytes(self) -> int:
+        """Fixed width of an element of Z_{n^2} on the wire (the ciphertext size)."""
+        return (2 * self.n.bit_length() + 7) // 8
+
+    @property
+    def response_bits(self) -> int:
+        """Most bits of a proof's response z = r + e Delta s_i."""
+        return 2 * self.n.bit_length() + self.delta.bit_length() + CHALLENGE_BITS + HIDING_BITS + 1
+
+    def verification_key(self, index: int) -> int:
+        return self.verification_keys[index - 1]
+
+
+@dataclass(frozen=True)
+class Proof:
+    challenge: int  # e, CHALLENGE_BITS
+    response: int  # z = r + e Delta s_i
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def test_attackers_are_a_seeded_fraction_with_at_least_one():
         pick_attackers(10, 1.5, seed=0)
     with pytest.raises(ValueError, match="attack"):
         AttackerDevice(kind="nonsense")
-    assert len(KINDS) == 5
+    assert len(KINDS) == 6  # scale, sign-flip, noise, label-flip, inflate-samples, overflow (Paillier)
 
 
 def test_emulate_with_an_attack_reports_clean_and_attacked_side_by_side(tmp_path):

@@ -6,10 +6,10 @@ import secrets
 
 import numpy as np
 import pytest
+from conftest import make_federation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_federation
 from coordinator.miner.assembly import build_block
 from coordinator.task.dealer import deal, safe_prime
 from edge_sdk.chain.opening import encrypted_aggregate
@@ -18,9 +18,8 @@ from edge_sdk.privacy import paillier, threshold
 from edge_sdk.privacy.sealed_share import open_share, seal_share
 from edge_sdk.protocol import packing as slots
 from edge_sdk.protocol.block import Update, make_update
-from edge_sdk.protocol.decryption import DecryptionRules, PartialDecryption, make_partial, parse_partial
+from edge_sdk.protocol.decryption import DecryptionRules, PartialDecryption, ThresholdKey, make_partial, parse_partial
 from edge_sdk.protocol.errors import ProtocolError, Reason
-from edge_sdk.protocol.extras import Extras
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import Privacy
 
@@ -72,7 +71,7 @@ def test_one_share_of_two_opens_nothing_two_open_exactly_the_aggregate():
     with pytest.raises(ValueError, match="2 are needed"):
         threshold.combine(key, one)
     # using the one partial as if it were enough (a threshold of 1) gives garbage, not the update
-    forged = threshold.ThresholdKey(key.n, 1, key.v, key.verification_keys)
+    forged = ThresholdKey(key.n, 1, key.v, key.verification_keys)
     assert threshold.combine(forged, one) != [123456789, 42]
     # what honest share holders decrypt is the aggregate, and two of them give exactly its sums
     n2 = key.n * key.n

@@ -129,8 +129,7 @@ def test_manifest_file_names_must_be_plain(name):
 
 
 def test_paillier_clip_exp_must_fit_the_fixed_point_budget():
-    from edge_sdk.privacy.threshold import ThresholdKey
-    from edge_sdk.protocol.decryption import DecryptionRules
+    from edge_sdk.protocol.decryption import DecryptionRules, ThresholdKey
     from edge_sdk.protocol.packing import Packing
     from edge_sdk.protocol.task import Privacy
 
