@@ -92,7 +92,7 @@ class Options:
     def least_participants(self) -> int:
         if self.min_participants is not None:
             return self.min_participants
-        return self.devices if self.privacy == "paillier+dp" else max(1, self.devices // 2)
+        return max(2, self.devices if self.privacy == "paillier+dp" else self.devices // 2)
 
     def say(self, text: str) -> None:
         if not self.quiet:

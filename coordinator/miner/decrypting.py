@@ -1,47 +1,54 @@
 """This miner's part in threshold decryption (Paillier modes): which aggregates it decrypts.
 
 A share holder decrypts a block's aggregate when the block becomes its tip, and on one round
-base only aggregates of one update set: two competing blocks on one base with different,
-overlapping update sets would reveal their difference when both are opened (a single update when
-they differ by one). Competing blocks with the same set (the usual fork: two miners, the same
-updates) open alike. The choice is kept in the miner's database, so a restart keeps it. Only when
-the round is stuck (no block of it opens for two block intervals) does a holder open a second
-set, for liveness: counted and logged, a named hole.
+base normally only aggregates of one update set: two blocks on one base with different update
+sets S1, S2 reveal, once both are open, sum(S1 - S2) - sum(S2 - S1) (a single update when they
+differ by one). Competing blocks with the same set (the usual fork: two miners, every update)
+open alike. A round that no block of it opens for a block interval (honest holders split between
+sets) may open a second set, but only if each side of the difference has no update or at least
+min_participants of them, and never a third: what leaks is then an aggregate as large as any
+block's. The choices are kept in the miner's database, so a restart keeps them.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.view import BlockState
 from edge_sdk.privacy.threshold import KeyShare, partial_decrypt, prove
 from edge_sdk.protocol.decryption import PartialDecryption
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS decrypted (base BLOB PRIMARY KEY, update_set BLOB NOT NULL)"
+SCHEMA = """CREATE TABLE IF NOT EXISTS decrypted (
+    base BLOB NOT NULL, members BLOB NOT NULL, PRIMARY KEY (base, members)
+)"""
+DIGEST = 32
+MAX_SETS_PER_BASE = 2
 
 
 class ShareHolder:
     def __init__(self, db: Database, share: KeyShare, task):
         self.db, self.share = db, share
         self.key = task.privacy.threshold.key
+        self.least = task.privacy.threshold.min_participants
         self.db.script(SCHEMA)
 
-    def claim(self, block: BlockState, round_base: bytes, update_set: bytes, *, force: bool = False) -> bool:
-        """Whether to decrypt `block` (whose updates name `round_base` and hash to `update_set`);
-        records the choice. `force`: the round is stuck, open it anyway."""
+    def claim(self, block: BlockState, round_base: bytes, members: list[bytes], *, stuck: bool = False) -> bool:
+        """Whether to decrypt `block`, whose updates (`members`: their digests) name `round_base`;
+        records the choice. `stuck`: no block of this round has opened for a block interval."""
         if block.aggregate is None:
             return False
-        row = self.db.one("SELECT update_set FROM decrypted WHERE base = ?", (round_base,))
-        if row is not None and row[0] != update_set and not force:
+        packed = b"".join(sorted(members))
+        rows = [r[0] for r in self.db.execute("SELECT members FROM decrypted WHERE base = ?", (round_base,))]
+        if packed in rows:
+            return True
+        if rows and (not stuck or len(rows) >= MAX_SETS_PER_BASE):
             return False
-        self.db.execute("INSERT OR REPLACE INTO decrypted VALUES (?, ?)", (round_base, update_set))
+        mine = set(members)
+        for row in rows:
+            other = {row[i : i + DIGEST] for i in range(0, len(row), DIGEST)}
+            if any(0 < len(side) < self.least for side in (other - mine, mine - other)):
+                return False  # opening both would reveal an aggregate of fewer than min_participants
+        self.db.execute("INSERT INTO decrypted VALUES (?, ?)", (round_base, packed))
         return True
-
-    @staticmethod
-    def update_set(update_bytes) -> bytes:
-        """One digest for a set of updates, whatever their order in the block."""
-        return hashlib.sha256(b"".join(sorted(hashlib.sha256(u).digest() for u in update_bytes))).digest()
 
     def decrypt(self, block: BlockState) -> PartialDecryption:
         """This share's partial decryption of the block's aggregate, with its proof (a worker thread's job)."""

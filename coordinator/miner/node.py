@@ -12,6 +12,7 @@ and `store.add` reuses them by digest (as it does for peers' blocks that carry p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -68,7 +69,7 @@ class Miner(Node):
             raise ValueError("a Paillier task's miner needs its key share (paillier.share.sealed in its bundle)")
         self.holder = ShareHolder(db, share, task) if task.privacy.encrypted else None
         self._stuck: tuple[bytes, int] | None = None  # (tip whose aggregate nobody opens, since when)
-        self._forced: set[bytes] = set()  # stuck tips this miner opened anyway
+        self._second_tries: set[bytes] = set()  # stuck tips this miner considered opening as a second set
         self.pool = Pool(db, task)
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
@@ -147,15 +148,15 @@ class Miner(Node):
         self._decrypt_tip()
 
     # --- threshold decryption (Paillier modes) ---
-    def _decrypt_tip(self, force: bool = False) -> None:
+    def _decrypt_tip(self, stuck: bool = False) -> None:
         tip = self.store.tip
         if self.holder is None or tip.aggregate is None:
             return
-        update_set = self.holder.update_set(codec.decode(self.store.raw_block(tip.hash))[3]["updates"])
-        if not self.holder.claim(tip, self.store.get(tip.header.prev_hash).base, update_set, force=force):
+        members = [hashlib.sha256(u).digest() for u in codec.decode(self.store.raw_block(tip.hash))[3]["updates"]]
+        if not self.holder.claim(tip, self.store.get(tip.header.prev_hash).base, members, stuck=stuck):
             return
-        if force:
-            self.count("forced_decryptions")
+        if stuck:
+            self.count("second_set_decryptions")
             event(log, logging.WARNING, "round stuck: opening a second update set", height=tip.header.height)
         self.background("partial-decryption", lambda: self.holder.decrypt(tip), lambda item: self._decrypted(tip, item))
 
@@ -181,12 +182,11 @@ class Miner(Node):
             return tip, items
         if self._stuck is None or self._stuck[0] != tip.hash:
             self._stuck = (tip.hash, now_ms())
-        stuck_ms = now_ms() - self._stuck[1]
-        if stuck_ms < self.task.chain.target_interval_ms:
+        if now_ms() - self._stuck[1] < self.task.chain.target_interval_ms:
             return None
-        if stuck_ms >= 2 * self.task.chain.target_interval_ms and self._stuck[0] not in self._forced:
-            self._forced.add(self._stuck[0])
-            self._decrypt_tip(force=True)
+        if self._stuck[0] not in self._second_tries:
+            self._second_tries.add(self._stuck[0])
+            self._decrypt_tip(stuck=True)
         candidates = [self.store.get(h) for h in list(self.openings.verified)]
         candidates = [c for c in candidates if c is not None and self.openings.items_for(c.hash) is not None]
         best = max(candidates, key=lambda c: c.cumwork, default=None)

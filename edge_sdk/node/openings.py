@@ -9,7 +9,6 @@ arrive. Only partials whose proof verifies are kept, so opening never fails on a
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 from edge_sdk.chain.opening import Opened, open_aggregate
@@ -27,7 +26,7 @@ class Openings:
         self.store, self.task = store, store.task
         self.key = self.task.privacy.threshold.key
         self.on_opened = on_opened
-        self.verified: OrderedDict[bytes, dict[int, PartialDecryption]] = OrderedDict()
+        self.verified: dict[bytes, dict[int, PartialDecryption]] = {}
         self.pending: dict[str, bytes] = {}  # sender -> its latest partial for a block not known here
 
     def count_of(self, block_hash: bytes) -> int | None:
@@ -51,17 +50,21 @@ class Openings:
         if item.share in have:
             return
         state = self.store.get(block_hash)
-        if state is None or state.aggregate is None:
-            return
+        if state is None or state.aggregate is None or (state.model is not None and not verified):
+            return  # nothing to open, or opened already: a peer cannot make us verify it again
         if not verified and not threshold.verify(
             self.key, item.share, list(state.aggregate.ciphertexts), list(item.partials), item.proof
         ):
             raise ProtocolError(Reason.BAD_DECRYPTION, f"partial decryption of share {item.share} does not verify")
         self.verified.setdefault(block_hash, {})[item.share] = item
-        self.verified.move_to_end(block_hash)
-        while len(self.verified) > KEEP_BLOCKS:
-            self.verified.popitem(last=False)
+        while len(self.verified) > KEEP_BLOCKS:  # the lowest block goes: the tip's partials are never pushed out
+            lowest = min(self.verified, key=lambda h: self._height(h))
+            del self.verified[lowest]
         self.try_open(block_hash)
+
+    def _height(self, block_hash: bytes) -> int:
+        header = self.store.header(block_hash)
+        return -1 if header is None else header.height
 
     def block_arrived(self) -> None:
         """Retry the partials that named a block this node did not have."""

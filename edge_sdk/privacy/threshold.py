@@ -85,7 +85,7 @@ def prove(share: KeyShare, key: ThresholdKey, ciphertexts: list[int], partials: 
     """Proof that `partials` are this share's partial decryptions of `ciphertexts`."""
     big_c, big_p = _batch(key, share.index, ciphertexts, partials)
     n2 = key.n2
-    r = secrets.randbits(key.response_bits - CHALLENGE_BITS - 1)
+    r = secrets.randbits(key.response_bits - 1)  # 2^128 times more than e Delta s_i can reach: z hides the share
     a = int(gmpy2.powmod(big_c, 4 * r, n2))
     b = int(gmpy2.powmod(key.v, r, n2))
     e = _challenge(key, share.index, big_c, big_p, a, b)

@@ -88,8 +88,10 @@ class DecryptionRules:
             raise ProtocolError(Reason.BAD_BODY, "privacy.threshold: t and min_participants must be integers")
         if not isinstance(vks, list) or not 1 <= len(vks) <= 64 or not 1 <= t <= len(vks):
             raise ProtocolError(Reason.BAD_BODY, "privacy.threshold: 1 <= t <= len(vks) <= 64")
-        if least < 1:
-            raise ProtocolError(Reason.BAD_BODY, "privacy.threshold: min_participants must be >= 1")
+        if least < 2 or t < min(2, len(vks)):
+            raise ProtocolError(
+                Reason.BAD_BODY, "privacy.threshold: min_participants >= 2, and t >= 2 unless there is one miner"
+            )
         width = (2 * n.bit_length() + 7) // 8
         elements = [_element(x, n, width, "privacy.threshold") for x in [v, *vks]]
         return cls(ThresholdKey(n, t, elements[0], tuple(elements[1:])), least)

@@ -272,3 +272,47 @@ def test_an_overflowing_update_voids_the_round_on_every_node(carry):
     assert not b4.opened.overflow
     changed = chain.get(b3.hash).model
     assert any(not np.array_equal(changed[k], model[k]) for k in model)
+
+
+def test_a_proof_hides_the_share():
+    """z = r + e Delta s_i with r 2^128 times larger than e Delta s_i can be: z // e says nothing."""
+    key, shares = dealt(2, 3)
+    cts = encrypt([5, 6], key.n)
+    share = shares[0]
+    for _ in range(5):
+        proof = threshold.prove(share, key, cts, threshold.partial_decrypt(share, key, cts))
+        secret_part = proof.challenge * key.delta * share.value
+        r = proof.response - secret_part
+        assert r >= 0 and r.bit_length() >= secret_part.bit_length() + 120
+
+
+def test_unsafe_threshold_settings_are_refused():
+    fed = paillier_federation()
+    wire = fed.task.to_wire()
+    for change in ({"min_participants": 1}, {"t": 1}):
+        bad = {**wire, "privacy": {**wire["privacy"], "threshold": {**wire["privacy"]["threshold"], **change}}}
+        with pytest.raises(ProtocolError, match="min_participants >= 2"):
+            type(fed.task).from_wire(bad)
+
+
+def test_a_share_holder_opens_one_update_set_per_base_and_a_second_only_when_stuck(tmp_path):
+    from coordinator.miner.decrypting import ShareHolder
+    from edge_sdk.chain.database import Database
+
+    fed = paillier_federation(least=2)
+    chain = fed.chain()
+    b1 = chain.add(mine(fed, chain, chain.tip, [encrypted_update(fed, i, chain.tip.hash) for i in range(2)]))
+    digests = [bytes([i]) * 32 for i in range(6)]
+    base = b"\x07" * 32
+    holder = ShareHolder(Database(tmp_path / "m.db"), fed.shares[0], fed.task)
+    s1 = digests[:4]
+    assert holder.claim(b1, base, s1)
+    assert holder.claim(b1, base, list(reversed(s1)))  # the same set, another order: a fork that opens alike
+    assert not holder.claim(b1, base, digests[:3])  # not stuck: never a second set
+    assert not holder.claim(b1, base, digests[:3], stuck=True)  # the difference would be one update
+    assert not holder.claim(b1, base, [*digests[:3], digests[4]], stuck=True)  # one update against another
+    assert holder.claim(b1, base, digests[2:6], stuck=True)  # each side differs by two = min_participants
+    assert not holder.claim(b1, base, digests[:2], stuck=True)  # never a third set
+    assert holder.claim(b1, b"\x08" * 32, digests[:3])  # another base is another round
+    reopened = ShareHolder(Database(tmp_path / "m.db"), fed.shares[0], fed.task)  # choices survive a restart
+    assert not reopened.claim(b1, base, digests[1:5], stuck=True) and reopened.claim(b1, base, s1)
