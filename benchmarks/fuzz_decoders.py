@@ -116,7 +116,7 @@ class World:
         packing = {"n": (1 << 511 | 31).to_bytes(64, "big"), "precision": 16, "clip_exp": 0, "max_quota": 1000}
         packing["max_updates"] = 256
         squares = [(4**k).to_bytes(128, "big") for k in range(1, 2 + len(plain["miners"]))]
-        threshold = {"t": 1, "min_participants": 1, "v": squares[0], "vks": squares[1:]}
+        threshold = {"t": 1, "min_participants": 2, "v": squares[0], "vks": squares[1:]}
         paillier = {
             **plain,
             "privacy": {"mode": "paillier", "dp": None, "paillier": packing, "threshold": threshold},

@@ -135,7 +135,7 @@ def test_paillier_clip_exp_must_fit_the_fixed_point_budget():
 
     fed = make_federation(max_updates=16)
     n = (1 << 2047) + 1
-    rules = DecryptionRules(ThresholdKey(n, 1, 4, (16,)), 1)
+    rules = DecryptionRules(ThresholdKey(n, 1, 4, (16,)), 2)
     for clip_exp, ok in (
         (0, True),
         (fed.task.chain.delta_bits, True),
