@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.emulator.data import digits_shards
+from coordinator.emulator.data import load, shards
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.processes import Federation, Process, device_args, miner_args
 from coordinator.miner.pool import read_audit
@@ -78,7 +78,7 @@ class Campaign:
     # --- the federation ---
     def setup(self) -> None:
         layout, seed = self.layout, self.seed
-        shards, _ = digits_shards(DEVICES, "iid", seed)
+        device_data, _ = shards(load("digits", seed), DEVICES, "iid", seed)
         miner_ids = [Identity.from_seed(b"chaos-%d-miner-%d" % (seed, i)) for i in range(MINERS)]
         for i, identity in enumerate(miner_ids):
             identity.save(layout.miner(i) / "identity")
@@ -96,7 +96,7 @@ class Campaign:
         for i, identity in enumerate(miner_ids):
             enroll_miner(layout.task.path, identity.public, broker_url=url, out=layout.miner(i))
             self.args[f"miner{i}"] = [*miner_args(layout, i), "--verbose"]
-        for i, (x, y) in enumerate(shards):
+        for i, (x, y) in enumerate(device_data):
             d = layout.device(i)
             identity = Identity.from_seed(b"chaos-%d-device-%d" % (seed, i))
             identity.save(d / "identity")

@@ -22,6 +22,7 @@ def _emulate(args) -> int:
         rounds=args.rounds,
         seed=args.seed,
         partition=args.partition,
+        data=args.data,
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -60,6 +61,12 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
     emulate.add_argument("--seed", type=int, default=0)
     emulate.add_argument(
         "--partition", default="iid", help="iid or dirichlet:ALPHA (label skew; smaller ALPHA, more skew)"
+    )
+    emulate.add_argument(
+        "--data",
+        default="digits",
+        help="digits (scikit-learn's), generated[:N] (a generated 64-feature, 10-class set of N samples, "
+        "default 20000), or FILE.npz with arrays x (samples x features) and y (class labels 0..C-1)",
     )
     emulate.add_argument("--model", default="mlp:64-32-10")
     emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")

@@ -1,9 +1,10 @@
 """`blockfl emulate`: a whole federation on one machine, each node its own process.
 
 Starts Mosquitto (auth + ACL from the registry) on a free loopback port, creates a task whose
-miners and devices get fresh identities and credentials, partitions scikit-learn's digits among
-the devices, runs the miners and devices as separate processes, follows the chain as a read-only
-observer (evaluating each new global model on a held-out test set), then stops everything,
+miners and devices get fresh identities and credentials, partitions the data (scikit-learn's
+digits unless --data says otherwise) among the devices, runs the miners and devices as separate
+processes, follows the chain as a read-only observer (evaluating each new global model on a
+held-out test set), then stops everything,
 re-verifies every miner's chain from genesis, checks that every device computed the same model
 hash for every block, and writes report.json, PNG plots and summary.md.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.emulator.attacks import KINDS, pick_attackers
-from coordinator.emulator.data import digits_shards
+from coordinator.emulator.data import load, shards
 from coordinator.emulator.guarantee import guarantee
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
@@ -51,6 +52,7 @@ class Options:
     rounds: int = 5
     seed: int = 0
     partition: str = "iid"
+    data: str = "digits"  # digits | generated[:N] | FILE.npz (arrays x, y)
     model: str = "mlp:64-32-10"
     optimizer: str = "sgd"
     epochs: int = 5
@@ -134,7 +136,7 @@ def federation(options: Options) -> dict:
 
 def _run(o: Options, fed: Federation, started: float) -> dict:
     layout = fed.layout
-    shards, test_set = digits_shards(o.devices, o.partition, o.seed)
+    device_data, test_set = shards(load(o.data, o.seed), o.devices, o.partition, o.seed)
     # identities follow --seed so that runs repeat (an emulation; never derive real keys from a seed)
     miner_ids = [Identity.from_seed(b"emulate-%d-miner-%d" % (o.seed, i)) for i in range(o.miners)]
     for i, identity in enumerate(miner_ids):
@@ -166,16 +168,17 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         min_participants=o.least_participants(),
         aggregation=o.rule(),
     )
+    _check_model_takes(layout, o, test_set)
     noise = f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""
     o.say(
-        f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.partition}), {o.miners} miners, "
+        f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.data}, {o.partition}), {o.miners} miners, "
         f"{o.rounds} rounds, privacy {o.privacy}{noise}, aggregation {o.aggregation}"
     )
     port = local_broker.free_port() if o.broker_url is None else None
     url = o.broker_url or f"mqtt://127.0.0.1:{port}"
     for i, identity in enumerate(miner_ids):
         enroll_miner(layout.task.path, identity.public, broker_url=url, out=layout.miner(i))
-    for i, (x, y) in enumerate(shards):
+    for i, (x, y) in enumerate(device_data):
         d = layout.device(i)
         identity = Identity.from_seed(b"emulate-%d-device-%d" % (o.seed, i))
         identity.save(d / "identity")
@@ -203,6 +206,22 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
     fed.stop()
     return _finish(o, layout, observer, reached, started, attackers)
+
+
+def _check_model_takes(layout: Layout, o: Options, test_set) -> None:
+    """Refuse data the model cannot take (feature count, classes) before any process starts."""
+    from edge_sdk.training.package import ModelPackage
+    from edge_sdk.training.trainers import PortableTrainer
+
+    package = ModelPackage.load(layout.task.model)
+    x, y = test_set
+    classes = package.manifest["num_outputs"]
+    if y.max() >= classes:
+        raise ValueError(f"--data has labels up to {y.max()}; model {o.model} has {classes} outputs")
+    try:
+        PortableTrainer(package).evaluate(package.initial_params(), x[:2], y[:2])
+    except Exception as exc:  # ONNX Runtime names the shape it expected
+        raise ValueError(f"--data has {x.shape[1]} features per sample; model {o.model} does not take them") from exc
 
 
 def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) -> None:
