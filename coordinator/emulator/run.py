@@ -15,6 +15,7 @@ attackers, each into its own directory, and compares the two (see compare.py).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -109,6 +110,7 @@ def run(options: Options) -> int:
     options.rule()  # bad settings fail before anything starts
     if options.attack and options.attack not in KINDS:
         raise ValueError(f"attack {options.attack!r}: expected one of {', '.join(KINDS)}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`: stop the federation as Ctrl-C does
     try:
         if not options.attack:
             return 0 if federation(options)["ok"] else 1
@@ -122,6 +124,10 @@ def run(options: Options) -> int:
     except KeyboardInterrupt:
         options.say("interrupted: stopping every process")
         return 130
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def federation(options: Options) -> dict:

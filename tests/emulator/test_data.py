@@ -1,3 +1,5 @@
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,36 @@ def test_emulate_refuses_data_the_model_cannot_take(tmp_path, capsys):
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert code != 0
     assert "5 features per sample" in capsys.readouterr().err
+
+
+def test_a_terminated_emulation_leaves_no_process_behind(tmp_path):
+    """SIGTERM (kill, timeout) stops every miner, device and the broker, as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    emulate = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli", "emulate", "--devices", "3", "--miners", "2", "--rounds", "50",
+         "--initial-hashes", "20000", "--out", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    for line in emulate.stdout:
+        if line.startswith("round 1/") or time.monotonic() > deadline:
+            break
+    emulate.send_signal(signal.SIGTERM)
+    assert emulate.wait(timeout=60) == 130
+
+    def leftovers():
+        found = []
+        for proc in pathlib.Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(out) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(proc.name)
+            except OSError:
+                continue
+        return found
+
+    assert leftovers() == []
