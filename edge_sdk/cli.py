@@ -49,6 +49,7 @@ def run_device(args, make_device=None) -> int:
             state=args.state,
             backend=args.backend,
             miner_index=args.miner_index,
+            verify=args.verify,
             verbose=args.verbose or None,
         )
         logs.setup(config.verbose)
@@ -63,6 +64,7 @@ def run_device(args, make_device=None) -> int:
             state_dir=config.state,
             backend=config.backend,
             preferred_miner=config.miner_index,
+            verify=config.verify,
         )
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -97,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, help="default auto")
     run.add_argument(
         "--miner-index", type=int, help="which miner of the task to prefer (others are fail-overs); default 0"
+    )
+    run.add_argument(
+        "--verify",
+        choices=("full", "light"),
+        help="full (default): validate every update of every block; light: headers, models and alerts "
+        "from full nodes (download independent of the number of devices; assumes one honest full node)",
     )
     run.add_argument("--verbose", action="store_true", help="log progress, not only problems")
     run.set_defaults(func=run_device)

@@ -28,6 +28,9 @@ def _emulate(args) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_wait_ms=args.max_wait_ms,
+        verify=args.verify,
+        processes=args.processes,
+        start_fraction=args.start_when,
         timeout=args.timeout,
         broker_url=args.broker,
         privacy=args.privacy,
@@ -72,7 +75,28 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
     emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")
     emulate.add_argument("--batch-size", type=int, default=16)
     emulate.add_argument("--learning-rate", type=float, default=0.1)
-    emulate.add_argument("--max-wait-ms", type=int, default=8000, help="a miner mines with what it has after this long")
+    emulate.add_argument(
+        "--max-wait-ms",
+        type=int,
+        help="a miner mines with what it has this long after a round's first update (default: 8 s plus three "
+        "times the time this machine needs to train every device once, measured at start)",
+    )
+    emulate.add_argument(
+        "--verify",
+        default="auto",
+        choices=("auto", "full", "light"),
+        help="how devices check blocks: full (every update), light (headers, models and full nodes' alerts); "
+        "auto: full up to 50 devices, light above",
+    )
+    emulate.add_argument(
+        "--processes", type=int, help="worker processes that run the device agents (default: one per core)"
+    )
+    emulate.add_argument(
+        "--start-when",
+        type=float,
+        default=1.0,
+        help="start the miners (the first round) once this fraction of the devices is online",
+    )
     emulate.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     emulate.add_argument(
         "--broker",

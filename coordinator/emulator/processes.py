@@ -1,4 +1,5 @@
-"""The emulator's processes: every miner and device is its own OS process, started and stopped here."""
+"""The emulator's processes: every miner is its own OS process; devices run as agents in a few
+worker processes (worker.py). Started and stopped here."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.emulator.layout import Layout
+from coordinator.emulator.worker import AgentSpec, write_spec
 from coordinator.task import broker as local_broker
 from edge_sdk.node.bundle import BROKER_FILE, GENESIS_FILE
 
-STOP_GRACE_S = 5
+STOP_GRACE_S = 30  # a worker closes every agent's store and connection (~20 ms each)
 
 
 @dataclass
@@ -31,13 +33,16 @@ def miner_args(layout: Layout, i: int) -> list[str]:
             "--db", str(layout.miner_db(i))]  # fmt: skip
 
 
-def device_args(layout: Layout, i: int, miner_index: int, attack: str | None = None) -> list[str]:
-    """`blockfl-device run`, or the emulator's attacker process when `attack` names a kind."""
+def agent_spec(layout: Layout, i: int, miner_index: int, verify: str, attack: str | None = None) -> AgentSpec:
+    """Device i as a worker runs it: the same files `blockfl-device run` would take."""
     d = layout.device(i)
-    entry = ["coordinator.emulator.attacker", "--kind", attack] if attack else ["edge_sdk.cli", "run"]
-    return ["-m", *entry, "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
-            "--data", str(d / "data.npz"), "--state", str(layout.device_state(i)), "--miner-index", str(miner_index),
-            "--backend", "portable"]  # fmt: skip
+    return AgentSpec(f"d{i}", str(d / "bundle"), str(d / "identity"), str(d / "data.npz"),
+                     str(layout.device_state(i)), miner_index, verify, attack)  # fmt: skip
+
+
+def worker_args(layout: Layout, k: int, agents: list[AgentSpec]) -> list[str]:
+    spec = write_spec(layout.out / "workers" / f"w{k}.json", agents)
+    return ["-m", "coordinator.emulator.worker", "--spec", str(spec), "--backend", "portable"]
 
 
 @dataclass
@@ -58,6 +63,22 @@ class Federation:
         process = Process(name, popen, log)
         self.processes.append(process)
         return process
+
+    def peak_memory_mb(self) -> dict[str, float]:
+        """Each live process's peak resident memory (VmHWM; Linux), and the broker's, in MB."""
+        pids = {p.name: p.popen.pid for p in self.processes if p.popen.poll() is None}
+        if self.broker is not None:
+            pids["broker"] = self.broker.pid
+        peaks = {}
+        for name, pid in pids.items():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+            if line:
+                peaks[name] = round(int(line.split()[1]) / 1024, 1)
+        return peaks
 
     def dead(self) -> list[str]:
         return [p.name for p in self.processes if p.popen.poll() is not None]

@@ -3,7 +3,8 @@
 Starts Mosquitto (auth + ACL from the registry) on a free loopback port, creates a task whose
 miners and devices get fresh identities and credentials, partitions the data (scikit-learn's
 digits unless --data says otherwise) among the devices, runs the miners and devices as separate
-processes, follows the chain as a read-only observer (evaluating each new global model on a
+processes (devices as agents in a few worker processes; miners start once the devices are
+online), follows the chain as a read-only observer (evaluating each new global model on a
 held-out test set), then stops everything,
 re-verifies every miner's chain from genesis, checks that every device computed the same model
 hash for every block, and writes report.json, PNG plots and summary.md.
@@ -27,7 +28,8 @@ from coordinator.emulator.data import load, shards
 from coordinator.emulator.guarantee import guarantee
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
-from coordinator.emulator.processes import Federation, device_args, miner_args
+from coordinator.emulator.processes import Federation, agent_spec, miner_args, worker_args
+from coordinator.emulator.progress import Progress
 from coordinator.task import broker as local_broker
 from coordinator.task.calibrate import initial_difficulty
 from coordinator.task.setup import add_observer, enroll_device, enroll_miner, init_task
@@ -37,12 +39,15 @@ from edge_sdk.node.status import ModelHashLog
 from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.fixedpoint import model_hash
 from edge_sdk.protocol.identity import Identity
-from edge_sdk.protocol.task import Privacy, RoundRules, TrainingParams
+from edge_sdk.protocol.task import ChainParams, Privacy, RoundRules, TrainingParams
 from edge_sdk.protocol.work import work
 from edge_sdk.transport.mqtt import BrokerConfig
 
 SETTLE_S = 20  # how long devices get to reach the observer's final tip
 TARGET_INTERVAL_MS = 5000
+BASE_WAIT_MS = 8000  # a round's wait for updates, before the time the machine needs to train every device
+START_S, START_PER_DEVICE_S = 30, 0.2  # how long the devices get to come online
+LIGHT_ABOVE = 50  # --verify auto: devices verify in full up to this many devices, light above
 
 
 @dataclass
@@ -60,7 +65,10 @@ class Options:
     batch_size: int = 16
     learning_rate: float = 0.1
     min_updates: int | None = None  # default: every device
-    max_wait_ms: int = 8000
+    max_wait_ms: int | None = None  # default: BASE_WAIT_MS + 3x the measured time to train every device once
+    verify: str = "auto"  # full | light | auto (full up to LIGHT_ABOVE devices)
+    processes: int | None = None  # device worker processes (default: one per core)
+    start_fraction: float = 1.0  # miners start once this fraction of the devices is online
     initial_hashes: int | None = None  # default: calibrated to the local miners' hash rate
     hash_rate: float | None = None  # hashes/s per miner instead of measuring it
     timeout: float = 600.0
@@ -97,6 +105,16 @@ class Options:
             return self.min_participants
         return max(2, self.devices if self.privacy == "paillier+dp" else self.devices // 2)
 
+    def verify_mode(self) -> str:
+        if self.verify not in ("full", "light", "auto"):
+            raise ValueError(f"verify {self.verify!r}: expected full, light or auto")
+        if self.verify == "auto":
+            return "full" if self.devices <= LIGHT_ABOVE else "light"
+        return self.verify
+
+    def worker_count(self) -> int:
+        return max(1, min(self.devices, self.processes or os.cpu_count() or 1))
+
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
@@ -108,6 +126,9 @@ def run(options: Options) -> int:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new --out")
     options.rule()  # bad settings fail before anything starts
+    options.verify_mode()
+    if not 0.0 < options.start_fraction <= 1.0:
+        raise ValueError(f"start fraction {options.start_fraction}: expected a number in (0, 1]")
     if options.attack and options.attack not in KINDS:
         raise ValueError(f"attack {options.attack!r}: expected one of {', '.join(KINDS)}")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`: stop the federation as Ctrl-C does
@@ -155,6 +176,7 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         hash_rate=o.hash_rate,
     )
     o.say(difficulty.describe())
+    wait_ms = _round_wait_ms(o, _probe_model(o, test_set, device_data[0]))
     task = init_task(
         layout.task.path,
         miners=[m.public for m in miner_ids],
@@ -163,7 +185,8 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         optimizer=o.optimizer,
         seed=o.seed,
         training=TrainingParams(o.epochs, o.batch_size, o.learning_rate),
-        rounds=RoundRules(o.min_updates or o.devices, o.max_wait_ms),
+        rounds=RoundRules(o.min_updates or o.devices, wait_ms),
+        max_updates=max(ChainParams.max_updates, o.devices),
         initial_hashes=difficulty.expected_hashes,
         target_interval_ms=TARGET_INTERVAL_MS,
         privacy=o.privacy,
@@ -174,7 +197,6 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         min_participants=o.least_participants(),
         aggregation=o.rule(),
     )
-    _check_model_takes(layout, o, test_set)
     noise = f" (noise multiplier {task.privacy.dp_noise:.3f}, clip {o.dp_clip})" if task.privacy.dp else ""
     o.say(
         f"task {task.id.hex()[:16]}: {o.model}, {o.devices} devices ({o.data}, {o.partition}), {o.miners} miners, "
@@ -196,13 +218,23 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         fed.broker, _ = local_broker.start(layout.broker, layout.task.broker, port=port)
         o.say(f"mosquitto on 127.0.0.1:{port} (auth + ACL)")
     genesis = layout.task.genesis.read_bytes()
+    attackers = pick_attackers(o.devices, o.attackers, o.seed) if o.attack else []
+    verify, workers = o.verify_mode(), o.worker_count()
+    agents = [
+        agent_spec(layout, i, i % o.miners, verify, o.attack if i in attackers else None) for i in range(o.devices)
+    ]
+    for k in range(workers):
+        fed.spawn(f"worker{k}", worker_args(layout, k, agents[k::workers]))
+    against = f" ({len(attackers)} attacking: {o.attack})" if attackers else ""
+    o.say(f"started {o.devices} devices ({verify} verification) in {workers} worker processes{against}")
+    # the first round starts when the federation is there, not on a timer that runs out during start-up
+    online = _wait_online(o, fed, deadline=time.monotonic() + START_S + START_PER_DEVICE_S * o.devices)
+    if online < o.devices:
+        o.say(f"{online} of {o.devices} devices online; starting the miners anyway")
     for i in range(o.miners):
         fed.spawn(f"miner{i}", miner_args(layout, i))
-    attackers = pick_attackers(o.devices, o.attackers, o.seed) if o.attack else []
-    for i in range(o.devices):
-        fed.spawn(f"device{i}", device_args(layout, i, i % o.miners, o.attack if i in attackers else None))
-    against = f" ({len(attackers)} attacking: {o.attack})" if attackers else ""
-    o.say(f"started {o.miners} miners and {o.devices} devices{against}")
+    wait = task.rounds.max_wait_ms / 1000
+    o.say(f"started {o.miners} miners; a round waits up to {wait:.1f}s for {task.rounds.min_updates} updates")
     broker = BrokerConfig(url, observer_user, observer_password)
     observer = Observer(
         layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say
@@ -210,24 +242,65 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     reached = observer.follow(fed, started, o.rounds, o.timeout)
     if reached:
         _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
+    memory = _memory(fed)
     fed.stop()
-    return _finish(o, layout, observer, reached, started, attackers)
+    return _finish(o, layout, observer, reached, started, attackers, memory)
 
 
-def _check_model_takes(layout: Layout, o: Options, test_set) -> None:
-    """Refuse data the model cannot take (feature count, classes) before any process starts."""
+def _probe_model(o: Options, test_set, shard) -> float:
+    """Refuse data the model cannot take (feature count, classes) before anything starts, and
+    measure how long one device's local training takes on this machine (seconds)."""
+    import tempfile
+
+    from coordinator.models.compiler import Optimizer
+    from coordinator.models.package_writer import build_package
+    from coordinator.models.zoo import build_forward
     from edge_sdk.training.package import ModelPackage
     from edge_sdk.training.trainers import PortableTrainer
 
-    package = ModelPackage.load(layout.task.model)
-    x, y = test_set
-    classes = package.manifest["num_outputs"]
-    if y.max() >= classes:
-        raise ValueError(f"--data has labels up to {y.max()}; model {o.model} has {classes} outputs")
-    try:
-        PortableTrainer(package).evaluate(package.initial_params(), x[:2], y[:2])
-    except Exception as exc:  # ONNX Runtime names the shape it expected
-        raise ValueError(f"--data has {x.shape[1]} features per sample; model {o.model} does not take them") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        forward, params = build_forward(o.model, seed=o.seed)
+        build_package(Path(tmp), forward, params, loss="cross-entropy", optimizer=Optimizer.parse(o.optimizer),
+                      model_name=o.model)  # fmt: skip
+        package = ModelPackage.load(tmp)
+        trainer = PortableTrainer(package)
+        x, y = test_set
+        classes = package.manifest["num_outputs"]
+        if y.max() >= classes:
+            raise ValueError(f"--data has labels up to {y.max()}; model {o.model} has {classes} outputs")
+        initial = package.initial_params()
+        try:
+            trainer.evaluate(initial, x[:2], y[:2])
+        except Exception as exc:  # ONNX Runtime names the shape it expected
+            raise ValueError(
+                f"--data has {x.shape[1]} features per sample; model {o.model} does not take them"
+            ) from exc
+        started = time.perf_counter()
+        trainer.fit(initial, *shard, epochs=o.epochs, batch_size=o.batch_size, learning_rate=o.learning_rate, seed=0)
+        return time.perf_counter() - started
+
+
+def _round_wait_ms(o: Options, fit_seconds: float) -> int:
+    """--max-wait-ms, or BASE_WAIT_MS plus three times what this machine needs to train every device once."""
+    if o.max_wait_ms is not None:
+        return o.max_wait_ms
+    return int(BASE_WAIT_MS + 3000 * o.devices * fit_seconds / (os.cpu_count() or 1))
+
+
+def _wait_online(o: Options, fed: Federation, deadline: float) -> int:
+    """Wait until start_fraction of the devices have connected to the broker (or the deadline): how many did."""
+    needed = max(1, round(o.start_fraction * o.devices))
+    progress = Progress("devices online", o.devices, quiet=o.quiet)
+    online = 0
+    while time.monotonic() < deadline and not fed.dead():
+        statuses = (fed.layout.device_status(i) for i in range(o.devices))
+        online = sum(1 for s in statuses if s and s.counters.get("connects"))
+        progress.update(online)
+        if online >= needed:
+            break
+        time.sleep(0.5)
+    progress.close()
+    return online
 
 
 def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) -> None:
@@ -238,7 +311,19 @@ def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) 
         time.sleep(0.3)
 
 
-def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list) -> dict:
+def _memory(fed: Federation) -> dict:
+    """Peak resident memory by process, and the sum of the peaks (an upper bound of the machine's peak)."""
+    import resource
+
+    peaks = fed.peak_memory_mb()
+    peaks["emulator"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    workers = [v for k, v in peaks.items() if k.startswith("worker")]
+    return {"peak_mb": peaks, "total_peak_mb": round(sum(peaks.values()), 1), "workers_peak_mb": round(sum(workers), 1)}
+
+
+def _finish(
+    o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list, memory: dict
+) -> dict:
     from coordinator.emulator.report import write_report
 
     chain = observer.chain
@@ -279,6 +364,8 @@ def _finish(o: Options, layout: Layout, observer: Observer, reached: bool, start
         "devices": devices,
         "rewards": balances(chain.task, [chain.raw[s.hash] for s in best]),
         "forks": len(chain.raw) - 1 - len(best),
+        "memory": {**memory, "per_device_mb": round(memory["workers_peak_mb"] / o.devices, 2)},
+        "verify": o.verify_mode(),
         "difficulty": {
             "target_interval_s": chain.task.chain.target_interval_ms / 1000,
             "easiest_block_hashes": work(chain.task.chain.pow_limit),

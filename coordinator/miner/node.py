@@ -40,6 +40,7 @@ from edge_sdk.protocol.decryption import PartialDecryption, make_partial
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.extras import MAX_EVIDENCE, Evidence
 from edge_sdk.protocol.identity import Identity, node_id
+from edge_sdk.protocol.light import make_light
 from edge_sdk.protocol.revocations import NO_REVOCATIONS, parse_revocations
 from edge_sdk.transport.mqtt import BrokerConfig, Incoming
 from edge_sdk.transport.topics import ANY, Topics, sender
@@ -75,6 +76,7 @@ class Miner(Node):
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
         self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
         self._mining: threading.Event | None = None  # set() stops the running nonce search
+        self._head_due = False
         self._round_started: int | None = None
         self._refused_tip: bytes | None = None
         me = identity.public.node_id
@@ -109,6 +111,9 @@ class Miner(Node):
         return policy.wait_seconds(self._round_started, now_ms(), self.task.rounds)
 
     def after_event(self) -> None:
+        if self._head_due:
+            self._head_due = False
+            self._publish_head()
         self._maybe_mine()
 
     def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
@@ -144,7 +149,7 @@ class Miner(Node):
         }
         self._round_started = None
         super().on_new_tip()
-        self._publish_head()
+        self._head_due = True  # published after this event: after the block itself, never before
         self._decrypt_tip()
 
     # --- threshold decryption (Paillier modes) ---
@@ -331,6 +336,20 @@ class Miner(Node):
             return
         self.count("blocks_mined")
         self.publish(self.topics.block(self.me), raw)
+        self.publish(self.topics.light(self.me), self._light(header, template))
+
+    def _light(self, header: Header, template: Template) -> bytes:
+        """The light block of a block this miner made: what light devices follow instead of the block."""
+        state = self.store.get(header.hash)
+        return make_light(
+            self.identity,
+            self.task,
+            header,
+            model=state.model,
+            aggregate=state.aggregate,
+            changed=state.base == header.hash,
+            revocations=template.extras.revocations,
+        )
 
     # --- chain ---
     def _publish_head(self) -> None:

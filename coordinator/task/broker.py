@@ -34,7 +34,7 @@ log_type error
 log_type warning
 log_type notice
 """
-MAX_CONNECTIONS = 1000  # enough for any local federation
+MAX_CONNECTIONS = 5000  # enough for any local federation (the emulator's 1000 devices and its miners)
 RESERVED_FDS = 64  # descriptors the broker keeps for itself: listener, log, persistence, passwd/acl on reload
 
 

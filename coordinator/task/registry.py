@@ -75,6 +75,8 @@ class Registry:
                 f"topic read {t.gossip(me, ANY)}",
                 f"topic write {t.gossip(ANY, me)}",
                 f"topic write {t.block(me)}",
+                f"topic write {t.light(me)}",
+                f"topic write {t.alert(me)}",
                 f"topic write {t.head(me)}",
                 f"topic write {t.partial(me)}",
                 f"topic read {t.sync(me)}",
@@ -86,6 +88,9 @@ class Registry:
                 f"topic write {t.update(ANY, me)}",
                 f"topic write {t.sync(ANY)}",
                 f"topic read {t.reply(me)}",
+                f"topic read {t.light(ANY)}",
+                f"topic read {t.alert(ANY)}",
+                f"topic write {t.alert(me)}",
             ],
             "coordinator": lambda me: [
                 f"topic write {t.genesis}",

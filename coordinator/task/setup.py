@@ -110,6 +110,7 @@ def init_task(
     aggregation: AggregationRule = AggregationRule(),
     max_reorg_depth: int = ChainParams.max_reorg_depth,
     snapshot_quorum: int = ChainParams.snapshot_quorum,
+    max_updates: int = ChainParams.max_updates,
 ) -> Task:
     """Create the task. Its initial difficulty is `initial_hashes` expected hashes per block if given,
     else calibrated (coordinator/task/calibrate.py): the miner set at `hash_rate` per miner, or at
@@ -152,7 +153,7 @@ def init_task(
         pow_limit=difficulty.pow_limit,
         target_interval_ms=target_interval_ms,
         retarget_window=retarget_window,
-        max_updates=packing.max_updates if packing else ChainParams.max_updates,
+        max_updates=min(max_updates, packing.max_updates) if packing else max_updates,
         max_reorg_depth=max_reorg_depth,
         snapshot_quorum=snapshot_quorum,
     )

@@ -17,7 +17,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
             raise FileNotFoundError(f"no chain database at {path}")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     else:
-        conn = sqlite3.connect(path, isolation_level=None)
+        # a node opens its store on one thread and uses it on its loop's thread (one user at a time)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")

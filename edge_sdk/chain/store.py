@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_sdk.chain.database import Database
+from edge_sdk.chain.light_rules import light_state
 from edge_sdk.chain.opening import Aggregate
 from edge_sdk.chain.rules import check_header, validate_block, validate_genesis
 from edge_sdk.chain.view import BlockState, HeaderWalk, is_better
@@ -21,6 +22,7 @@ from edge_sdk.protocol import codec
 from edge_sdk.protocol.block import Header, Update
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import decode_model, encode_model, model_hash
+from edge_sdk.protocol.light import LightBlock
 from edge_sdk.protocol.revocations import NO_REVOCATIONS, RevocationList, parse_revocations
 from edge_sdk.protocol.sync import Snapshot
 from edge_sdk.protocol.work import work
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE INDEX IF NOT EXISTS blocks_by_height ON blocks(height);
 CREATE INDEX IF NOT EXISTS blocks_by_raw ON blocks(raw_digest);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS invalid (hash BLOB PRIMARY KEY);  -- light blocks shown invalid by an alert
 """
 _CACHE_SIZE = 64
 
@@ -203,6 +206,42 @@ class ChainStore(HeaderWalk):
             better = self._set_tip_if_better(state)
         self._cache[state.hash] = replace(state, opened=None)
         return state, better
+
+    def add_light(self, light: LightBlock, now: int | None = None) -> tuple[BlockState, bool]:
+        """Store a light block (header, and the model or aggregate it commits to) without its
+        updates; see chain/light_rules.py for what that does and does not check."""
+        header_hash = light.header.hash
+        if self.is_invalid(header_hash):
+            raise ProtocolError(Reason.KNOWN_INVALID, "an alert showed this block invalid")
+        if self.has(header_hash):
+            return self.get(header_hash), False
+        state = light_state(light, self.task, self, now_ms() if now is None else now)
+        with self.db.transaction():
+            self._insert(state, b"")
+            better = self._set_tip_if_better(state)
+        self._cache[state.hash] = state
+        return state, better
+
+    def is_invalid(self, block_hash: bytes) -> bool:
+        return self.db.one("SELECT 1 FROM invalid WHERE hash = ?", (block_hash,)) is not None
+
+    def invalidate(self, block_hash: bytes) -> int:
+        """Forget a block shown invalid and every block built on it, never accept it again, and move
+        the tip to the best block left. Returns how many blocks were removed."""
+        doomed, frontier = [], [block_hash] if self.has(block_hash) else []
+        while frontier:
+            doomed.extend(frontier)
+            marks = ",".join("?" * len(frontier))
+            frontier = [r[0] for r in self.db.execute(f"SELECT hash FROM blocks WHERE prev IN ({marks})", frontier)]
+        with self.db.transaction():
+            self.db.execute("INSERT OR IGNORE INTO invalid VALUES (?)", (block_hash,))
+            for h in doomed:
+                self.db.execute("DELETE FROM blocks WHERE hash = ?", (h,))
+            if self._meta("tip") in doomed:
+                best = self.db.one("SELECT hash FROM blocks ORDER BY cumwork DESC, hash ASC LIMIT 1")[0]
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (best,))
+        self._cache.clear()
+        return len(doomed)
 
     def add_checkpoint(self, snapshot: Snapshot, now: int | None = None) -> BlockState:
         """Adopt a snapshot: headers that extend a block this store has, each checked as a header

@@ -22,6 +22,7 @@ class DeviceConfig:
     state: str  # state directory
     backend: str = "auto"
     miner_index: int = 0
+    verify: str = "full"  # "full": check every update of every block; "light": headers, models and alerts
     verbose: bool = False
 
     @classmethod
@@ -56,6 +57,8 @@ class DeviceConfig:
         config = cls(**values)
         if config.backend not in BACKENDS:
             raise ConfigError(f"setting 'backend' must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+        if config.verify not in ("full", "light"):
+            raise ConfigError(f"setting 'verify' must be 'full' or 'light', got {config.verify!r}")
         if config.miner_index < 0:
             raise ConfigError("setting 'miner_index' must be >= 0")
         return config

@@ -32,7 +32,7 @@ from edge_sdk.protocol.block import make_update
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.fixedpoint import model_hash, to_float
 from edge_sdk.protocol.identity import Identity
-from edge_sdk.training.trainers import make_trainer
+from edge_sdk.training.trainers import Trainer, make_trainer
 from edge_sdk.transport.mqtt import Acked, Incoming, MessageTooLarge
 from edge_sdk.transport.topics import ANY, Topics, sender
 
@@ -65,7 +65,11 @@ class Device(Node):
         state_dir: str | Path,
         backend: str = "auto",
         preferred_miner: int = 0,
+        trainer: Trainer | None = None,
+        verify: str = "full",
     ):
+        """`trainer`: one shared by devices of the same model in one process (its sessions are
+        thread-safe); by default the device makes its own from the bundle's package."""
         task = bundle.task
         if bundle.cert.device != identity.public.sign_pk:
             raise ValueError("the certificate in the bundle is for another device")
@@ -81,7 +85,7 @@ class Device(Node):
             values = sum(v.size for v in task.initial_model.values())
             self.masks = MaskPool(privacy.packing.n, 2 * privacy.packing.ciphertext_count(values))
         store = ChainStore(self.state / CHAIN_FILE, bundle.genesis)
-        self.trainer = make_trainer(bundle.package, backend)
+        self.trainer = trainer or make_trainer(bundle.package, backend)
         miners = list(task.miners)
         k = preferred_miner % len(miners)
         self.miners = miners[k:] + miners[:k]
@@ -106,6 +110,8 @@ class Device(Node):
             handlers={"presence": self.on_presence},
             subscriptions=[Topics(task.id).presence(ANY)],
             status_path=device_status_path(self.state),
+            verify=verify,
+            alert_cert=bundle.cert_raw,
         )
 
     # --- runtime hooks ---
@@ -143,7 +149,8 @@ class Device(Node):
         self._deliver()
 
     def status_details(self) -> dict:
-        return {"miner": self.miner.node_id, "rejected_by_miners": dict(self.rejected_by_miners)}
+        verify = "light" if self.light else "full"
+        return {"miner": self.miner.node_id, "verify": verify, "rejected_by_miners": dict(self.rejected_by_miners)}
 
     def on_close(self) -> None:
         if self.masks is not None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from edge_sdk.chain.opening import Opened
 from edge_sdk.chain.store import ChainStore
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
+from edge_sdk.node.light import Alerter, LightFollower
 from edge_sdk.node.logs import event
 from edge_sdk.node.openings import Openings
 from edge_sdk.node.status import Status
@@ -39,6 +41,7 @@ from edge_sdk.transport.topics import ANY, Topics, sender
 log = logging.getLogger("blockfl.node")
 STATUS_MIN_INTERVAL_S = 0.25  # status is rewritten at most this often (and always on exit)
 Handler = Callable[[Incoming], None]
+VERIFY_MODES = ("full", "light")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Node:
 
     role = "node"
     adopts_snapshots = False  # a late joiner may start from headers and a checked model
+    jobs: Executor | None = None  # where background work runs (default: a thread each); set per process
 
     def __init__(
         self,
@@ -64,7 +68,12 @@ class Node:
         handlers: Mapping[str, Handler],
         subscriptions: list[str],
         status_path: str | Path,
+        verify: str = "full",
+        alert_cert: bytes | None = None,
     ):
+        """`verify`: "full" validates every block (and alerts light devices to invalid ones); "light"
+        follows light blocks and alerts (node/light.py). `alert_cert`: a device's certificate, which
+        its alerts carry."""
         self.identity = identity
         self.me = identity.public.node_id
         self.store = store
@@ -76,6 +85,17 @@ class Node:
             "reply": self.on_reply,
             **handlers,
         }
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify {verify!r}: expected one of {', '.join(VERIFY_MODES)}")
+        self.light = LightFollower(self) if verify == "light" else None
+        self.alerter = None if self.light else Alerter(self, alert_cert)
+        if self.light:
+            self.handlers.pop("block")
+            self.handlers["light"] = lambda msg: self.light.on_light(msg.payload, sender(msg.topic))
+            self.handlers["alert"] = lambda msg: self.light.on_alert(msg.payload)
+            followed = [t.light(ANY), t.alert(ANY)]
+        else:
+            followed = [t.block(ANY)]
         self.openings = None
         if self.task.privacy.encrypted:  # every node opens aggregates from the miners' partial decryptions
             self.openings = Openings(store, self._opened)
@@ -84,7 +104,7 @@ class Node:
         self.conn = Connection(
             broker,
             client_id=f"{self.role}-{self.me}",
-            subscriptions=[t.block(ANY), t.head(ANY), t.reply(self.me), *subscriptions],
+            subscriptions=[*followed, t.head(ANY), t.reply(self.me), *subscriptions],
             will=(t.presence(self.me), b"offline"),
             online=(t.presence(self.me), b"online"),
             ack_when_handled=True,
@@ -112,6 +132,8 @@ class Node:
                 except queue.Empty:
                     item = None
                 self.dispatch(item)
+                if self.light:
+                    self.guarded("light", self.light.tick)
                 self.guarded("after_event", self.after_event)
                 self.guarded("status", self.write_status)
         finally:
@@ -132,6 +154,7 @@ class Node:
         if isinstance(item, Incoming):
             self._on_message(item)
         elif isinstance(item, Connected):
+            self.count("connects")
             self.guarded("connected", self.on_connected)
         elif isinstance(item, Acked):
             self.guarded("ack", self.on_ack, item)
@@ -178,7 +201,10 @@ class Node:
                 result = None
             self.inbox.put(_Done(done, result))
 
-        threading.Thread(target=run, name=name, daemon=True).start()
+        if self.jobs is not None:
+            self.jobs.submit(run)
+        else:
+            threading.Thread(target=run, name=name, daemon=True).start()
 
     # --- hooks for subclasses ---
     def wait_seconds(self) -> float:
@@ -247,7 +273,14 @@ class Node:
             else:
                 self.reject(exc.reason, exc.detail, source=f"block:{source}")
                 self.on_invalid_block(raw, exc)
+                if self.alerter:
+                    self.alerter.invalid_block(raw)
             return False
+        self.stored(state, raw, before, refused)
+        return True
+
+    def stored(self, state: BlockState, raw: bytes | None, before: bytes, refused: int) -> None:
+        """After a block (or light block, `raw` None) was stored: hooks, openings, reorg and tip news."""
         self.on_block_accepted(state, raw)
         if self.openings is not None:
             self.openings.block_arrived()
@@ -257,7 +290,6 @@ class Node:
             event(log, logging.WARNING, "deep reorganisation refused", height=state.header.height, limit=limit)
         if self.store.tip.hash != before:
             self.on_new_tip()
-        return True
 
     def on_block(self, msg: Incoming) -> None:
         self.accept_block(msg.payload, sender(msg.topic))
@@ -270,7 +302,10 @@ class Node:
         except ProtocolError:
             return
         if source != self.me and header.height > self.store.tip.header.height and not self.store.has(header.hash):
-            self.request_sync(source)
+            if self.light:  # its light block is probably on the way: sync only if it does not come
+                self.light.on_head(source, header)
+            else:
+                self.request_sync(source)
 
     def request_sync(self, hint: str | None = None) -> None:
         hashes = [h.hash for h in self.store.best_chain()]

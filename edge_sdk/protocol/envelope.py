@@ -23,7 +23,19 @@ from edge_sdk.protocol.identity import Identity
 VERSION = 1
 DOMAIN = b"BLOCKFL-EDGE/envelope\x00"
 MESSAGE_TYPES = frozenset(
-    {"genesis", "block", "update", "cert", "revocations", "sync_request", "sync_response", "rejection", "partial"}
+    {
+        "genesis",
+        "block",
+        "update",
+        "cert",
+        "revocations",
+        "sync_request",
+        "sync_response",
+        "rejection",
+        "partial",
+        "light",
+        "alert",
+    }
 )
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 ARRAY_OF_4 = b"\x84"  # CBOR head of a 4-item array

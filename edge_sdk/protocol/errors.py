@@ -49,6 +49,7 @@ class Reason(str, Enum):
     BAD_EXCLUSIONS = "bad_exclusions"
     BAD_DECRYPTION = "bad_decryption"  # Paillier: the partial decryptions of the parent's aggregate
     TOO_FEW_UPDATES = "too_few_updates"  # Paillier: fewer updates than privacy.threshold.min_participants
+    KNOWN_INVALID = "known_invalid"  # light devices: a block an alert has shown to break a block rule
 
 
 class ProtocolError(ValueError):

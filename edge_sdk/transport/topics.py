@@ -36,6 +36,14 @@ class Topics:
     def block(self, miner: str) -> str:
         return f"{self.prefix}/block/{miner}"
 
+    def light(self, miner: str) -> str:
+        """A miner's light blocks: header plus the model (or aggregate) it commits to, for light devices."""
+        return f"{self.prefix}/light/{miner}"
+
+    def alert(self, node: str) -> str:
+        """A full node's signed alert carrying a block with a valid header that breaks a block rule."""
+        return f"{self.prefix}/alert/{node}"
+
     def head(self, miner: str) -> str:
         """Retained: the header of a miner's best block."""
         return f"{self.prefix}/head/{miner}"
@@ -74,5 +82,6 @@ class Topics:
 
 
 def sender(topic: str) -> str:
-    """The last level of a topic: the publishing node for block/, head/, partial/, presence/, update/, gossip/."""
+    """The last level of a topic: the publishing node (block/, light/, alert/, head/, partial/, presence/,
+    update/, gossip/)."""
     return topic.rsplit("/", 1)[-1]
