@@ -89,7 +89,9 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
         "auto: full up to 50 devices, light above",
     )
     emulate.add_argument(
-        "--processes", type=int, help="worker processes that run the device agents (default: one per core)"
+        "--processes",
+        type=int,
+        help="worker processes that run the device agents (default: one per core, and at least one per 120 devices)",
     )
     emulate.add_argument(
         "--start-when",

@@ -32,7 +32,7 @@ from coordinator.emulator.processes import Federation, agent_spec, miner_args, w
 from coordinator.emulator.progress import Progress
 from coordinator.task import broker as local_broker
 from coordinator.task.calibrate import initial_difficulty
-from coordinator.task.setup import add_observer, enroll_device, enroll_miner, init_task
+from coordinator.task.setup import Enrolment, add_observer, enroll_devices, enroll_miner, init_task
 from coordinator.tools.chainverify import verify_database
 from edge_sdk.chain.ledger import balances
 from edge_sdk.node.status import ModelHashLog
@@ -47,7 +47,10 @@ SETTLE_S = 20  # how long devices get to reach the observer's final tip
 TARGET_INTERVAL_MS = 5000
 BASE_WAIT_MS = 8000  # a round's wait for updates, before the time the machine needs to train every device
 START_S, START_PER_DEVICE_S = 30, 0.2  # how long the devices get to come online
-LIGHT_ABOVE = 50  # --verify auto: devices verify in full up to this many devices, light above
+LIGHT_ABOVE = 50
+# paho's network loop uses select(), which cannot watch descriptors above 1023; an agent holds
+# ~6 (its socket, paho's wake-up socket pair, SQLite's database, WAL and shared memory)
+MAX_AGENTS_PER_WORKER = 120  # --verify auto: devices verify in full up to this many devices, light above
 
 
 @dataclass
@@ -113,7 +116,9 @@ class Options:
         return self.verify
 
     def worker_count(self) -> int:
-        return max(1, min(self.devices, self.processes or os.cpu_count() or 1))
+        """One per core, and enough that no worker runs more than MAX_AGENTS_PER_WORKER devices."""
+        least = -(-self.devices // MAX_AGENTS_PER_WORKER)
+        return max(1, least, min(self.devices, self.processes or os.cpu_count() or 1))
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -206,13 +211,15 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     url = o.broker_url or f"mqtt://127.0.0.1:{port}"
     for i, identity in enumerate(miner_ids):
         enroll_miner(layout.task.path, identity.public, broker_url=url, out=layout.miner(i))
+    enrolments = []
     for i, (x, y) in enumerate(device_data):
         d = layout.device(i)
         identity = Identity.from_seed(b"emulate-%d-device-%d" % (o.seed, i))
         identity.save(d / "identity")
         np.savez(d / "data.npz", x=x, y=y)
         quota = -(-2 * len(x) // 100) * 100  # as a real task would: twice the data, rounded up to hundreds
-        enroll_device(layout.task.path, identity.public, broker_url=url, out=d / "bundle", quota=quota, name=f"d{i}")
+        enrolments.append(Enrolment(identity.public, d / "bundle", quota, f"d{i}"))
+    enroll_devices(layout.task.path, enrolments, broker_url=url)
     observer_user, observer_password = add_observer(layout.task.path)
     if o.broker_url is None:
         fed.broker, _ = local_broker.start(layout.broker, layout.task.broker, port=port)

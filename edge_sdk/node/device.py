@@ -42,6 +42,7 @@ OUTBOX_FILE = "outbox.bin"  # the update awaiting the broker's acknowledgement
 SIGNED_FOR_FILE = "signed_for.bin"  # the base of the last update signed: two on one base are evidence against us
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
 RETRY_S = 1.0
+IDLE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,16 @@ class Device(Node):
     def after_event(self) -> None:
         self._maybe_train()
         self._deliver()
+
+    def wait_seconds(self) -> float:
+        """A device has nothing to do between events but a pending retry (and a light device's
+        head grace): idle, it sleeps long, so a thousand agents in one process stay cheap."""
+        now = time.monotonic()
+        if self.unacked is not None and self.in_flight is None and self.retry_at > now:
+            return min(IDLE_WAIT_S, self.retry_at - now)
+        if self.light is not None and self.light.heads:
+            return 0.5
+        return IDLE_WAIT_S
 
     def status_details(self) -> dict:
         verify = "light" if self.light else "full"
