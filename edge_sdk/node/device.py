@@ -109,7 +109,9 @@ class Device(Node):
             store=store,
             broker=bundle.broker,
             handlers={"presence": self.on_presence},
-            subscriptions=[Topics(task.id).presence(ANY)],
+            # miners' presence only: with presence/+ every device would receive every other device's
+            # retained presence, N^2 messages for N devices
+            subscriptions=[Topics(task.id).presence(m.node_id) for m in self.miners],
             status_path=device_status_path(self.state),
             verify=verify,
             alert_cert=bundle.cert_raw,
