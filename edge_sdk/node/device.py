@@ -179,6 +179,7 @@ class Device(Node):
         self.trained_for = base
         self.training = True
         event(log, logging.INFO, "training", height=height)
+        self.timeline.mark("train", base=base, height=height)
         self.background("train", lambda: self._train(base, params, height), self._on_trained)
 
     def _train(self, base: bytes, params: dict, height: int) -> Trained:
@@ -232,6 +233,7 @@ class Device(Node):
         if done.base != self.store.tip.base:
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
+        self.timeline.mark("trained", base=done.base, digest=hashlib.sha256(done.update).digest())
         write_atomic(
             self.state / SIGNED_FOR_FILE, done.base
         )  # never a second update on this base, even after a restart
@@ -263,6 +265,7 @@ class Device(Node):
             self._drop()
             return
         self.count("updates_sent")
+        self.timeline.mark("sent", digest=hashlib.sha256(self.unacked).digest())
 
     def _resend_outbox(self) -> None:
         """After a restart: the update saved before its acknowledgement, if it is still for the tip."""
