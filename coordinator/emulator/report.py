@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from coordinator.emulator import anatomy
+
 
 def write_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -36,6 +38,7 @@ def _plots(out: Path, report: dict) -> None:
     plt.close(fig)
 
     _interval_plot(plt, out, report)
+    anatomy.plot(out, report["anatomy"])
 
     rewards = sorted(report["rewards"].items(), key=lambda kv: -kv[1])
     names = {m.get("node"): f"miner m{k[1:]}" for k, m in report["miners"].items() if m}
@@ -130,7 +133,8 @@ def _summary(report: dict) -> str:
         f"- rejections by reason: {report['rejections'] or 'none'}",
         f"- blocks off the best chain (forks): {report['forks']}",
         _difficulty_line(report),
+        *anatomy.summary_lines(report["anatomy"]),
         "",
-        "Plots: accuracy_loss.png, block_intervals.png, rewards.png.",
+        "Plots: accuracy_loss.png, block_intervals.png, rewards.png, round_anatomy.png.",
     ]
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.emulator.anatomy import round_anatomy
 from coordinator.emulator.attacks import KINDS, pick_attackers
 from coordinator.emulator.data import load, shards
 from coordinator.emulator.guarantee import guarantee
@@ -368,6 +369,7 @@ def _finish(
         else None,
         "guarantee": guarantee(chain.task, o.rounds, o.dp_delta),
         "rounds": rounds,
+        "anatomy": round_anatomy(layout, chain, best, miners=o.miners, devices=o.devices),
         "overflowed_rounds": [r["height"] for r in rounds if r.get("overflow")],
         "chain_verify": verify,
         "model_hash_agreement": agreement,

@@ -217,7 +217,7 @@ class Miner(Node):
         self._admit(msg.payload, source="miner:" + sender(msg.topic), notify=None)
 
     def _admit(self, sealed: bytes, *, source: str, notify: str | None) -> Update | None:
-        tip = self.store.tip
+        tip, received = self.store.tip, now_ms()
         verdict = admit(
             sealed,
             box_key=self.identity.box_key,
@@ -241,6 +241,7 @@ class Miner(Node):
         update = verdict.update
         self.pool.add(update, now_ms())
         self.count("updates_accepted")
+        self.timeline.mark("pooled", digest=update.digest, via="device" if notify else "gossip", received=received)
         if self._round_started is None:
             self._round_started = now_ms()
         event(log, logging.INFO, "update accepted", source=source, samples=update.samples)
@@ -288,7 +289,7 @@ class Miner(Node):
                 len(pooled), self._round_started, now_ms(), self.task.rounds
             ):
                 return
-        started = time.perf_counter()
+        started, ready = time.perf_counter(), now_ms()
         template = assemble(
             miner=self.identity.public.sign_pk,
             task=self.task,
@@ -306,6 +307,10 @@ class Miner(Node):
             self.reject(error.reason, "became invalid while pooled", source="pool")
         if not rescue and len(template.updates) < least:
             return
+        # when the round started and the pool was ready (by min_updates or max_wait), for the timeline
+        full = len(pooled) >= self.task.rounds.min_updates
+        timing = {"round_started": self._round_started, "ready": ready, "aggregated": now_ms(),
+                  "ready_by": "min_updates" if full else "max_wait"}  # fmt: skip
         stop = threading.Event()
         self._mining = stop
         start = int.from_bytes(os.urandom(4), "big") << 16  # miners search different nonce ranges
@@ -313,7 +318,7 @@ class Miner(Node):
         self.background(
             "nonce-search",
             lambda: search_nonce(template.header, stop=stop, start=start),
-            lambda header: self._on_mined(header, template, stop),
+            lambda header: self._on_mined(header, template, stop, timing),
         )
 
     def _stop_mining(self) -> None:
@@ -321,10 +326,11 @@ class Miner(Node):
             self._mining.set()
             self._mining = None
 
-    def _on_mined(self, header: Header | None, template: Template, stop: threading.Event) -> None:
+    def _on_mined(self, header: Header | None, template: Template, stop: threading.Event, timing: dict) -> None:
         if stop.is_set():
             return  # a better tip stopped this search (and a new one may be running)
         self._mining = None
+        found = now_ms()
         if header is None or header.prev_hash not in (self.store.tip.hash, template.header.prev_hash):
             return
         raw = seal(self.identity, header, template)
@@ -337,6 +343,7 @@ class Miner(Node):
         self.count("blocks_mined")
         self.publish(self.topics.block(self.me), raw)
         self.publish(self.topics.light(self.me), self._light(header, template))
+        self.timeline.mark("mined", block=header.hash, height=header.height, found=found, **timing, **self.traffic())
 
     def _light(self, header: Header, template: Template) -> bytes:
         """The light block of a block this miner made: what light devices follow instead of the block."""

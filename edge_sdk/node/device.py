@@ -34,7 +34,7 @@ from edge_sdk.protocol.fixedpoint import model_hash, to_float
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.training.trainers import Trainer, make_trainer
 from edge_sdk.transport.mqtt import Acked, Incoming, MessageTooLarge
-from edge_sdk.transport.topics import ANY, Topics, sender
+from edge_sdk.transport.topics import Topics, sender
 
 log = logging.getLogger("blockfl.device")
 CHAIN_FILE = "chain.db"
@@ -199,6 +199,7 @@ class Device(Node):
         self.trained_for = base
         self.training = True
         event(log, logging.INFO, "training", height=height)
+        self.timeline.mark("train", base=base, height=height)
         self.background("train", lambda: self._train(base, params, height), self._on_trained)
 
     def _train(self, base: bytes, params: dict, height: int) -> Trained:
@@ -252,6 +253,7 @@ class Device(Node):
         if done.base != self.store.tip.base:
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
+        self.timeline.mark("trained", base=done.base, digest=hashlib.sha256(done.update).digest())
         write_atomic(
             self.state / SIGNED_FOR_FILE, done.base
         )  # never a second update on this base, even after a restart
@@ -283,6 +285,7 @@ class Device(Node):
             self._drop()
             return
         self.count("updates_sent")
+        self.timeline.mark("sent", digest=hashlib.sha256(self.unacked).digest())
 
     def _resend_outbox(self) -> None:
         """After a restart: the update saved before its acknowledgement, if it is still for the tip."""

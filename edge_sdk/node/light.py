@@ -41,7 +41,7 @@ class LightFollower:
     def on_light(self, raw: bytes, source: str) -> None:
         node = self.node
         light = parse_light(raw, node.task)
-        before, refused = node.store.tip.hash, node.store.reorgs_refused
+        before, refused, received = node.store.tip.hash, node.store.reorgs_refused, now_ms()
         try:
             state, _ = node.store.add_light(light)
         except ProtocolError as exc:
@@ -50,7 +50,7 @@ class LightFollower:
                 return
             raise
         node.count("light_blocks")
-        node.stored(state, None, before, refused)
+        node.stored(state, None, before, refused, received)
         self._check_pending()
 
     def on_alert(self, raw: bytes) -> None:

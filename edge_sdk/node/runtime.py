@@ -30,7 +30,7 @@ from edge_sdk.clock import now_ms
 from edge_sdk.node.light import Alerter, LightFollower
 from edge_sdk.node.logs import event
 from edge_sdk.node.openings import Openings
-from edge_sdk.node.status import Status
+from edge_sdk.node.status import Status, Timeline, timeline_path
 from edge_sdk.protocol import sync
 from edge_sdk.protocol.block import Header, Update
 from edge_sdk.protocol.errors import ProtocolError, Reason
@@ -114,6 +114,7 @@ class Node:
         self.rejections: Counter = Counter()
         self._snapshot_votes: dict[bytes, tuple] = {}  # miner -> the snapshot it sent last
         self.status_path = Path(status_path)
+        self.timeline = Timeline(timeline_path(self.status_path))  # per-block phase times (round anatomy)
         self._dirty = True
         self._status_written = 0.0
         self._stopping = threading.Event()
@@ -228,6 +229,7 @@ class Node:
 
     def _opened(self, state: BlockState, opened: Opened) -> None:
         self.count("aggregates_opened")
+        self.timeline.mark("opened", block=state.hash)
         if opened.overflow:
             self.count("aggregates_overflowed")
             event(log, logging.WARNING, "aggregate broke its slots; model unchanged", height=state.header.height)
@@ -264,7 +266,7 @@ class Node:
     # --- chain ---
     def accept_block(self, raw: bytes, source: str | None) -> bool:
         """Validate and store a block; a missing parent starts a sync with `source`."""
-        before, refused = self.store.tip.hash, self.store.reorgs_refused
+        before, refused, received = self.store.tip.hash, self.store.reorgs_refused, now_ms()
         try:
             state, _ = self.store.add(raw, known_updates=self.known_updates())
         except ProtocolError as exc:
@@ -276,11 +278,12 @@ class Node:
                 if self.alerter:
                     self.alerter.invalid_block(raw)
             return False
-        self.stored(state, raw, before, refused)
+        self.stored(state, raw, before, refused, received)
         return True
 
-    def stored(self, state: BlockState, raw: bytes | None, before: bytes, refused: int) -> None:
+    def stored(self, state: BlockState, raw: bytes | None, before: bytes, refused: int, received: int) -> None:
         """After a block (or light block, `raw` None) was stored: hooks, openings, reorg and tip news."""
+        self.timeline.mark("block", block=state.hash, height=state.header.height, received=received, **self.traffic())
         self.on_block_accepted(state, raw)
         if self.openings is not None:
             self.openings.block_arrived()
@@ -350,6 +353,10 @@ class Node:
     def publish(self, topic: str, payload: bytes, **kw) -> int:
         self.count("bytes_out", len(payload))
         return self.conn.publish(topic, payload, **kw)
+
+    def traffic(self) -> dict:
+        """Payload bytes received and sent so far (the timeline records them at block boundaries)."""
+        return {"bytes_in": self.counters["bytes_in"], "bytes_out": self.counters["bytes_out"]}
 
     def count(self, name: str, amount: float = 1) -> None:
         self.counters[name] += amount

@@ -1,5 +1,5 @@
-"""A node's status file, a device's model-hash and delivery logs: written by the nodes, read by operators,
-tests and the emulator. This module is the only one that knows their paths and fields.
+"""A node's status file and timeline, a device's model-hash and delivery logs: written by the nodes,
+read by operators, tests and the emulator. This module is the only one that knows their paths and fields.
 
 status (JSON, replaced atomically):
     {"node", "role", "tip_height", "tip", "counters": {name: number},
@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge_sdk.clock import now_ms
 from edge_sdk.files import write_atomic
 
 DEVICE_STATUS_FILE = "status.json"
@@ -26,6 +27,14 @@ def device_status_path(state_dir: str | Path) -> Path:
 def miner_status_path(db_path: str | Path) -> Path:
     """A miner's status lives beside its chain database."""
     return Path(str(db_path) + ".status.json")
+
+
+def timeline_path(status_path: str | Path) -> Path:
+    """A node's timeline lives beside its status file: status.json -> timeline.jsonl (a device),
+    chain.db.status.json -> chain.db.timeline.jsonl (a miner)."""
+    path = Path(status_path)
+    prefix = path.name.removesuffix("status.json") if path.name.endswith("status.json") else path.name + "."
+    return path.with_name(prefix + "timeline.jsonl")
 
 
 @dataclass
@@ -51,40 +60,18 @@ class Status:
             return None
 
 
-class ModelHashLog:
-    """One line per accepted block: the model hash this device computed for it (cross-device checks)."""
+class JsonLines:
+    """An append-only log, one JSON object a line: cheap to write from a node's loop, and a line torn
+    by a kill costs only that line (it is skipped on reading)."""
 
-    def __init__(self, state_dir: str | Path):
-        self.path = Path(state_dir) / MODEL_HASHES_FILE
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
-    def append(self, height: int, block_hash: bytes, model_hash: bytes) -> None:
-        line = {"height": height, "block": block_hash.hex(), "model_hash": model_hash.hex()}
+    def add(self, entry: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+            f.write(json.dumps(entry) + "\n")
 
-    def read(self) -> dict[str, str]:
-        """Block hash (hex) -> model hash (hex)."""
-        if not self.path.exists():
-            return {}
-        seen = {}
-        for line in self.path.read_text().splitlines():
-            entry = json.loads(line)
-            seen[entry["block"]] = entry["model_hash"]
-        return seen
-
-
-class DeliveryLog:
-    """Audit trail: one line per update the broker acknowledged (digest, base, ms); benchmarks/chaos.py reads it."""
-
-    def __init__(self, state_dir: str | Path):
-        self.path = Path(state_dir) / DELIVERED_FILE
-
-    def append(self, digest: bytes, base: bytes, ms: int) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"digest": digest.hex(), "base": base.hex(), "ms": ms}) + "\n")
-
-    def read(self) -> list[dict]:
-        """Every entry; a line torn by a kill is skipped."""
+    def entries(self) -> list[dict]:
         if not self.path.exists():
             return []
         entries = []
@@ -94,3 +81,42 @@ class DeliveryLog:
             except ValueError:
                 continue
         return entries
+
+
+class ModelHashLog(JsonLines):
+    """One line per accepted block: the model hash this device computed for it (cross-device checks)."""
+
+    def __init__(self, state_dir: str | Path):
+        super().__init__(Path(state_dir) / MODEL_HASHES_FILE)
+
+    def append(self, height: int, block_hash: bytes, model_hash: bytes) -> None:
+        self.add({"height": height, "block": block_hash.hex(), "model_hash": model_hash.hex()})
+
+    def read(self) -> dict[str, str]:
+        """Block hash (hex) -> model hash (hex)."""
+        return {entry["block"]: entry["model_hash"] for entry in self.entries()}
+
+
+class DeliveryLog(JsonLines):
+    """Audit trail: one line per update the broker acknowledged (digest, base, ms); benchmarks/chaos.py reads it."""
+
+    def __init__(self, state_dir: str | Path):
+        super().__init__(Path(state_dir) / DELIVERED_FILE)
+
+    def append(self, digest: bytes, base: bytes, ms: int) -> None:
+        self.add({"digest": digest.hex(), "base": base.hex(), "ms": ms})
+
+    def read(self) -> list[dict]:
+        """Every entry; a line torn by a kill is skipped."""
+        return self.entries()
+
+
+class Timeline(JsonLines):
+    """When this node did what for each block and update (wall-clock ms, byte counters at block
+    boundaries): the emulator's round anatomy (coordinator/emulator/anatomy.py) reads it. A few
+    short lines per round, appended like the model-hash log."""
+
+    def mark(self, event: str, **fields) -> None:
+        """One line: the event, now, and the fields (bytes as hex)."""
+        values = {k: v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
+        self.add({"event": event, "ms": now_ms(), **values})
