@@ -179,16 +179,15 @@ class Device(Node):
         self._deliver()
 
     def _choose_miner(self) -> None:
-        """Keep the current miner while it is online, else take the first online one in preference order."""
-        if self.online[self.miner.node_id]:
-            return
+        """The first online miner in preference order: a device fails over when its miner goes, and
+        goes back when it returns, so devices do not pile up on whichever miner came online first."""
         alive = [m for m in self.miners if self.online[m.node_id]]
-        if not alive:
+        if not alive or alive[0] is self.miner:
             return
         self.miner = alive[0]
         self.in_flight = None  # whatever was on its way to the old miner goes to this one
         self.mark_dirty()
-        event(log, logging.WARNING, "miner offline; switched", miner=self.miner.node_id)
+        event(log, logging.INFO, "switched miner", miner=self.miner.node_id)
 
     # --- training and updates ---
     def _maybe_train(self) -> None:

@@ -164,9 +164,9 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
         device.after_event()
         assert device.counters["updates_sent"] == 2
 
-        device.dispatch(Incoming(presence(a), b"online"))  # the current miner is online: stay with it
-        assert device.miner.node_id == b
-        device.dispatch(Incoming(presence(b), b"offline"))  # it goes: fail over, and send there
+        device.dispatch(Incoming(presence(a), b"online"))  # the preferred miner is back: go back, send there
+        assert device.miner.node_id == a and device.counters["updates_sent"] == 3
+        device.dispatch(Incoming(presence(b), b"offline"))  # another miner going changes nothing
         assert device.miner.node_id == a and device.counters["updates_sent"] == 3
 
         update, base = device.unacked, device.unacked_base
