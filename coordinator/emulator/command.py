@@ -78,7 +78,7 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
     emulate.add_argument(
         "--max-wait-ms",
         type=int,
-        help="a miner mines with what it has this long after a round's first update (default: 8 s plus ten "
+        help="a miner mines with what it has this long after a round's first update (default: 8 s plus 30 "
         "times the time this machine needs to train every device once, measured at start)",
     )
     emulate.add_argument(

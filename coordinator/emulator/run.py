@@ -48,8 +48,9 @@ SETTLE_S = 20  # how long devices get to reach the observer's final tip
 TARGET_INTERVAL_MS = 5000
 BASE_WAIT_MS = 8000  # a round's wait for updates, before the time the machine needs to train every device
 # A device's whole round (verify the block, train, sign, seal, send; the miners' admission and
-# gossip) cost ~10x its training alone with 1000 agents on 2 cores (docs/scale.md)
-WAIT_FACTOR = 10
+# gossip of its update) took ~25x the machine time of its training alone, with 1000 agents on
+# 2 cores (docs/scale.md)
+WAIT_FACTOR = 30
 START_S, START_PER_DEVICE_S = 30, 0.2  # how long the devices get to come online
 LIGHT_ABOVE = 50
 # paho's network loop uses select(), which cannot watch descriptors above 1023; an agent holds
