@@ -107,7 +107,9 @@ class Testbed:
             ],
         )
 
-    def start_device(self, i: int, miner_index: int | None = None, python: list[str] | None = None) -> subprocess.Popen:
+    def start_device(
+        self, i: int, miner_index: int | None = None, python: list[str] | None = None, verify: str = "full"
+    ) -> subprocess.Popen:
         """`python`: another interpreter command (an emulated arm64 one, say) instead of this one."""
         d = self.root / f"d{i}"
         return self._spawn(
@@ -128,6 +130,8 @@ class Testbed:
                 "portable",
                 "--miner-index",
                 str(i % len(self.miner_ids) if miner_index is None else miner_index),
+                "--verify",
+                verify,
             ],
             python,
         )
