@@ -277,18 +277,17 @@ class Miner(Node):
         if parent.hash == self._refused_tip:
             return  # our own block on this tip was refused: wait for another tip (see _on_mined)
         rescue = parent.hash != self.store.tip.hash  # an empty block that unblocks the chain
-        pooled = [] if rescue else fitting(self.pool.on_base(parent.base, self.task.chain.max_updates), self.task)
         least = self.task.privacy.threshold.min_participants if self.holder is not None else 1
-        if not rescue:
-            if not pooled:
+        if not rescue:  # decide on the count; read (and fit) the updates only to mine them
+            count = min(self.pool.count_on(parent.base), self.task.chain.max_updates)
+            if not count:
                 self._round_started = None
                 return
             if self._round_started is None:
                 self._round_started = now_ms()
-            if len(pooled) < least or not policy.should_mine(
-                len(pooled), self._round_started, now_ms(), self.task.rounds
-            ):
+            if count < least or not policy.should_mine(count, self._round_started, now_ms(), self.task.rounds):
                 return
+        pooled = [] if rescue else fitting(self.pool.on_base(parent.base, self.task.chain.max_updates), self.task)
         started, ready = time.perf_counter(), now_ms()
         template = assemble(
             miner=self.identity.public.sign_pk,

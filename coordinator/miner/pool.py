@@ -67,6 +67,10 @@ class Pool:
             self.refuse(digest, reason)
         self.parsed.pop(digest, None)
 
+    def count_on(self, base: bytes) -> int:
+        """How many updates are pooled on `base` (an index count: cheap enough to ask after every event)."""
+        return self.db.one("SELECT count(*) FROM pool WHERE base = ?", (base,))[0]
+
     def on_base(self, base: bytes, limit: int) -> list[Update]:
         """Pooled updates on `base`, oldest first (ties by digest), at most `limit`."""
         rows = self.db.execute(
