@@ -167,6 +167,17 @@ def _coordinator_revoke(args) -> int:
     return 0
 
 
+def _coordinator_bridge(args) -> int:
+    from coordinator.task.bridge import create_bridge
+
+    conf = create_bridge(args.task_dir, args.name, core_url=args.core_url, out=args.out, ca_file=args.ca_file)
+    print(
+        f"bridge user bridge-{args.name} in {args.task_dir}/broker (reload the core broker); {conf} (0600: it holds "
+        f"the password) and {args.task_dir}/broker/regional/{{passwd,acl}} go to the regional broker"
+    )
+    return 0
+
+
 def _coordinator_publish(args) -> int:
     from coordinator.task.publish import publish_retained
 
@@ -291,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--task-dir", required=True)
     revoke.add_argument("device_id")
     revoke.set_defaults(func=_coordinator_revoke)
+    bridge = coord_cmds.add_parser(
+        "bridge", help="a regional broker's bridge to the core: bridge user, bridge.conf (mosquitto/README.md)"
+    )
+    bridge.add_argument("--task-dir", required=True)
+    bridge.add_argument("--name", required=True, help="the region; its user is bridge-NAME (again: new password)")
+    bridge.add_argument("--core-url", required=True, help="the core broker: mqtts://host:port (or mqtt:// on loopback)")
+    bridge.add_argument("--ca-file", help="for mqtts: the CA certificate's path on the regional host")
+    bridge.add_argument("--out", required=True, help="directory for bridge.conf")
+    bridge.set_defaults(func=_coordinator_bridge)
     publish = coord_cmds.add_parser(
         "publish", help="publish the genesis block and the revocation list, retained, to the broker"
     )

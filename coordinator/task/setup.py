@@ -6,7 +6,7 @@ A task directory (`TaskDir` knows its files) holds:
     model/            the model package (see docs/training.md)
     genesis.block     the genesis block, which carries the task manifest
     registry.json     enrolled nodes and their broker password hashes (0600)
-    broker/           passwd and acl rendered for Mosquitto
+    broker/           passwd and acl rendered for Mosquitto; regional/ holds a regional broker's (bridge.py)
     revocations.bin   the signed revocation list, once a device is revoked
 """
 

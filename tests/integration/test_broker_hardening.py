@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from testbed import production_config
 
 from coordinator.task import broker
 from coordinator.task.setup import enroll_device, enroll_miner, init_task
@@ -84,20 +85,10 @@ class Broker:
                 capture_output=True,
             )
             self.ca_file, self.host = str(pki / "ca.crt"), "localhost"
-            text = (REPO / "mosquitto/production.conf").read_text()
-            for old, new in (
-                ("listener 8883", f"listener {self.port} 127.0.0.1"),
-                ("/etc/mosquitto/blockfl/ca.crt", str(pki / "ca.crt")),
-                ("/etc/mosquitto/blockfl/broker.crt", str(pki / "broker.crt")),
-                ("/etc/mosquitto/blockfl/broker.key", str(pki / "broker.key")),
-                ("/etc/mosquitto/blockfl/passwd", str(self.root / "task/broker/passwd")),
-                ("/etc/mosquitto/blockfl/acl", str(self.root / "task/broker/acl")),
-                ("/var/lib/mosquitto/", str(self.root) + "/"),
-                ("log_dest syslog", f"log_dest file {self.root / 'mosquitto.log'}"),
-            ):
-                assert old in text, old
-                text = text.replace(old, new)
-            self.conf.write_text(f"user {me}\n" + text)
+            broker_files = self.root / "task" / "broker"
+            self.conf.write_text(
+                production_config(self.port, pki, broker_files, self.root, self.root / "mosquitto.log")
+            )
         else:
             assert kind == "generated"
 

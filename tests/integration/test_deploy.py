@@ -13,6 +13,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import REPO
+from testbed import production_config
 
 UNITS = [
     "deploy/raspberry-pi/blockfl-device.service",
@@ -69,20 +70,8 @@ def test_the_production_broker_config_serves_tls_with_registry_credentials(tmp_p
     )
     init_task(tmp_path / "task", miners=[Identity.generate().public], initial_hashes=20_000)
     port = broker.free_port()
-    conf = (REPO / "mosquitto/production.conf").read_text()
-    conf = conf.replace("listener 8883", f"listener {port} 127.0.0.1").replace(
-        "/etc/mosquitto/blockfl/ca.crt", str(pki / "ca.crt")
-    )
-    conf = conf.replace("/etc/mosquitto/blockfl/broker.crt", str(pki / "broker.crt")).replace(
-        "/etc/mosquitto/blockfl/broker.key", str(pki / "broker.key")
-    )
-    conf = conf.replace("/etc/mosquitto/blockfl/passwd", str(tmp_path / "task/broker/passwd")).replace(
-        "/etc/mosquitto/blockfl/acl", str(tmp_path / "task/broker/acl")
-    )
-    conf = conf.replace("/var/lib/mosquitto/", str(tmp_path) + "/").replace("log_dest syslog", "log_dest stderr")
-    import pwd
-
-    (tmp_path / "prod.conf").write_text(f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" + conf)
+    broker_files, log = tmp_path / "task" / "broker", tmp_path / "mosquitto.log"
+    (tmp_path / "prod.conf").write_text(production_config(port, pki, broker_files, tmp_path, log))
     process = subprocess.Popen([broker.find_mosquitto(), "-c", str(tmp_path / "prod.conf")], stderr=subprocess.PIPE)
     try:
         results = {}

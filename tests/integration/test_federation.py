@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from testbed import Testbed
+from testbed import Testbed, assert_devices_agree, settle
 
 from coordinator.miner.assembly import build_block
 from coordinator.tools.chainverify import verify_database
@@ -149,40 +149,6 @@ def test_broker_refuses_devices_publishing_blocks_or_other_devices_updates(bed_f
     assert [t for t, _ in observer.messages] == [bed.topics.update(miner_id, me)]
     with pytest.raises(AssertionError):  # wrong password: the broker refuses the connection
         bed.client(bed.credentials("d0")[0], "wrong")
-
-
-def chain_hashes(bed, i):
-    """Best-chain (height, block, model hash) the device recorded, for blocks on its final tip."""
-    lines = (bed.root / f"d{i}" / "state" / "model_hashes.jsonl").read_text().splitlines()
-    return {json.loads(line)["block"]: json.loads(line)["model_hash"] for line in lines}
-
-
-def settle(bed, miner=0, timeout=30) -> str:
-    """Wait until every running device has the miner's tip; returns that tip (blocks mined after it
-    may still be in flight when the bed closes)."""
-    running = [int(n[1:]) for n in bed.processes if n.startswith("d")]
-    settled = {}
-
-    def same():
-        tip = bed.metrics(miner).get("tip")
-        settled["tip"] = tip
-        return all(bed.device_status(i).get("tip") == tip for i in running)
-
-    bed.wait(same, timeout, "devices to reach the miner's tip")
-    return settled["tip"]
-
-
-def assert_devices_agree(bed, db, upto: str):
-    from edge_sdk.chain.store import ChainStore
-
-    store = ChainStore(db)
-    tip = bytes.fromhex(upto)
-    best = [store.ancestor(tip, h) for h in range(1, store.get(tip).header.height + 1)]
-    store.close()
-    for i in range(len(bed.device_ids)):
-        seen = chain_hashes(bed, i)
-        for header in best:
-            assert seen.get(header.hash.hex()) == header.model_hash.hex(), f"d{i} at height {header.height}"
 
 
 def test_rounds_end_to_end_and_an_offline_device_catches_up(bed_factory):
