@@ -1,0 +1,117 @@
+"""Hostile-peer review of light devices and alerts (PROTOCOL.md §13.6), driven by hand like
+tests/node/test_light.py: a real light Device (real keys, SQLite, ONNX package), real mined
+blocks, envelopes signed by real identities. Every test here is an attack that should fail."""
+
+import dataclasses
+
+import numpy as np
+
+from edge_sdk.chain.block_model import apply_updates
+from edge_sdk.clock import now_ms
+from edge_sdk.protocol import envelope
+from edge_sdk.protocol.block import Update, make_update, seal_block
+from edge_sdk.protocol.extras import Extras
+from edge_sdk.protocol.light import make_alert, make_light
+from test_light import _header, deliver, setup  # noqa: F401 (setup is a fixture)
+
+
+def _resigned(identity, raw: bytes) -> bytes:
+    """The same block body (header, updates, extras) in an envelope signed by someone else."""
+    env = envelope.open_envelope(raw, expect="block", max_bytes=len(raw))
+    return envelope.sign(identity, "block", env.body)
+
+
+def test_an_alert_carrying_an_honest_header_in_a_re_signed_envelope_does_not_delete_the_honest_block(setup):  # noqa: F811
+    """Any certified device (or any miner) takes an honest block, re-signs its body with its own
+    key and alerts it. The light device validates the re-signed copy, gets bad_miner ("not signed by
+    its header's miner"), and invalidates the honest header's hash: the honest block and everything
+    on it are deleted and refused for ever (known_invalid). The accuser is never muted."""
+    s, t = setup, setup.light.topics
+    honest = s.block(updates=s.updates(s.honest.tip.hash, 2))
+    state = s.honest.add(honest)
+    deliver(s.light, t.light("m"), s.light_of(honest))
+    assert s.light.store.tip.hash == state.hash
+
+    attacker, cert = s.devices[2]
+    deliver(s.light, t.alert("d2"), make_alert(attacker, s.task, _resigned(attacker, honest), cert))
+
+    assert s.light.counters["alerts_confirmed"] == 0, "an alert about a copy the miner never signed proves nothing"
+    assert s.light.store.tip.hash == state.hash and not s.light.store.is_invalid(state.hash)
+    deliver(s.light, t.light("m"), s.light_of(honest))
+    assert "known_invalid" not in s.light.rejections
+
+
+def _updates_on(s, base: bytes, devices) -> list[bytes]:
+    out = []
+    for i, (identity, cert) in enumerate(devices):
+        rng = np.random.default_rng(100 + i)
+        delta = {n: (rng.standard_normal(sh) * 0.01).astype(np.float32) for n, sh in s.task.shapes.items()}
+        out.append(make_update(identity, s.task, cert, base, 40, delta, now_ms()))
+    return out
+
+
+def test_a_lying_changed_flag_cannot_get_the_honest_full_nodes_muted(setup):  # noqa: F811
+    """A miner publishes a valid block P with updates and a light block that says changed=false
+    (§13.6: 'the publisher's word'). The light device's round base for P's children is now the
+    genesis, the full nodes' is P. The miner then mines B on P with updates on the old base: full
+    nodes refuse it (stale_base) and alert; the light device validates B against its own, wrong,
+    state, finds it valid and mutes the honest accuser. Every full node that alerts on B is muted
+    at once; from then on the miner's forged blocks are followed and never dropped."""
+    s, t = setup, setup.light.topics
+    genesis = s.honest.tip
+    p_raw = s.block(updates=s.updates(genesis.hash, 2))
+    p = s.honest.add(p_raw)
+    assert p.base == p.hash  # P changed the model
+    deliver(s.light, t.light("m"), s.light_of(p_raw, changed=False))  # the lie
+    deliver(s.full, s.full.topics.block("m"), p_raw)
+    assert s.light.store.tip.hash == p.hash == s.full.store.tip.hash
+
+    # B on P: updates on the genesis base (stale for everyone who checked P in full)
+    stale = _updates_on(s, genesis.hash, s.devices[2:4])
+    parsed = [Update.parse(u, s.task) for u in stale]
+    b_model = apply_updates(s.task, p.model, parsed)[1]
+    b_raw = s.forged(stale, b_model)
+    deliver(s.full, s.full.topics.block("m"), b_raw)
+    assert s.full.rejections.get("stale_base") == 1 and s.full.counters["alerts_sent"] == 1
+    honest_accuser, cert = s.devices[1]
+    deliver(s.light, t.alert("d1"), make_alert(honest_accuser, s.task, b_raw, cert))
+    assert honest_accuser.public.sign_pk not in s.light.light.muted, "an honest full node's alert was judged false"
+
+    # what the muting buys: a forged block (its model is not its updates' aggregate) is followed for good
+    tampered = {k: v + 1 for k, v in p.model.items()}
+    forged = s.forged([], tampered)
+    deliver(s.light, t.light("m"), make_light(s.miner, s.task, _header(forged), model=tampered, changed=True,
+                                              revocations=None))  # fmt: skip
+    deliver(s.full, s.full.topics.block("m"), forged)
+    assert s.full.counters["alerts_sent"] == 2
+    deliver(s.light, t.alert("d1"), make_alert(honest_accuser, s.task, forged, cert))
+    assert s.light.store.tip.hash != _header(forged).hash
+
+
+def test_junk_alerts_from_one_accuser_do_not_evict_an_honest_pending_alert(setup):  # noqa: F811
+    """An honest alert waits (its block's parent is not known yet: the miner withholds the parent's
+    light block). A certified device then sends 8 alerts for blocks on made-up parents: no proof of
+    work, never checkable, so never judged false and never muted. They push the honest alert out
+    of the 8 pending slots; full nodes alert at most once per block; the light device then follows
+    the invalid block for good."""
+    s, t = setup, setup.light.topics
+    p_raw = s.block(updates=s.updates(s.honest.tip.hash, 2))
+    p = s.honest.add(p_raw)
+    honest_model = apply_updates(s.task, p.model, [Update.parse(u, s.task) for u in s.updates(p.hash, 2)])[1]
+    inflated = {k: v * 4 for k, v in honest_model.items()}
+    bad = s.forged(s.updates(p.hash, 2), inflated)
+
+    honest_accuser, cert = s.devices[1]
+    deliver(s.light, t.alert("d1"), make_alert(honest_accuser, s.task, bad, cert))
+    assert len(s.light.light.pending) == 1  # waiting for P
+
+    flooder, flooder_cert = s.devices[2]
+    for i in range(8):  # unmined blocks on parents nobody has
+        junk_header = dataclasses.replace(_header(bad), prev_hash=bytes([i + 1]) * 32)
+        junk = seal_block(flooder, junk_header, [], Extras())
+        deliver(s.light, t.alert("d2"), make_alert(flooder, s.task, junk, flooder_cert))
+
+    deliver(s.light, t.light("m"), s.light_of(p_raw))
+    deliver(s.light, t.light("m"), make_light(s.miner, s.task, _header(bad), model=inflated, changed=True,
+                                              revocations=None))  # fmt: skip
+    assert s.light.store.tip.hash != _header(bad).hash, "the invalid block is followed; its alert was evicted"
