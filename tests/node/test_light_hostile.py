@@ -115,3 +115,55 @@ def test_junk_alerts_from_one_accuser_do_not_evict_an_honest_pending_alert(setup
     deliver(s.light, t.light("m"), make_light(s.miner, s.task, _header(bad), model=inflated, changed=True,
                                               revocations=None))  # fmt: skip
     assert s.light.store.tip.hash != _header(bad).hash, "the invalid block is followed; its alert was evicted"
+
+
+def test_pending_alerts_from_one_accuser_cost_work_linear_in_its_messages(setup, monkeypatch):  # noqa: F811
+    """Pending alerts hold up to 8 blocks of max_block_bytes (64 MiB by default: 512 MiB on a light
+    device, the constrained kind) and every new alert, and every light block, validates all of them
+    again from the envelope up, although their parents are still unknown. After one certified device
+    has filled the slots with big blocks on made-up parents, each small alert it sends costs the
+    light device ~8 big envelope verifications and decodes. (Counted with a pass-through spy on the
+    real validate_block.)"""
+    import edge_sdk.node.light as light_module
+
+    s, t = setup, setup.light.topics
+    validated = []
+    real = light_module.validate_block
+
+    def spy(raw, **kw):
+        validated.append(len(raw))
+        return real(raw, **kw)
+
+    monkeypatch.setattr(light_module, "validate_block", spy)
+    flooder, cert = s.devices[2]
+    template = _header(s.block())
+    big = [b"\0" * (256 * 1024)] * 4  # 1 MiB of opaque update bytes: Block.parse does not look inside
+    for i in range(8):
+        header = dataclasses.replace(template, prev_hash=bytes([i + 1]) * 32)
+        deliver(s.light, t.alert("d2"), make_alert(flooder, s.task, seal_block(flooder, header, big, Extras()), cert))
+    assert len(s.light.light.pending) == 8
+    validated.clear()
+    small = seal_block(flooder, dataclasses.replace(template, prev_hash=b"\x77" * 32), [], Extras())
+    alert = make_alert(flooder, s.task, small, cert)
+    deliver(s.light, t.alert("d2"), alert)
+    assert sum(validated) <= 4 * len(alert), f"{len(alert)}-byte alert cost {sum(validated)} bytes of validation"
+
+
+def test_a_head_stream_faster_than_the_grace_still_starts_a_sync(setup):  # noqa: F811
+    """on_head restarts a miner's 3 s grace with every new head, so while its heads come faster than
+    every 3 s (target_interval below 3 s, or a busy round) and its light blocks are lost, the light
+    device never syncs from it: it stays behind for as long as the stream lasts."""
+    import time
+
+    s, t = setup, setup.light.topics
+    tip = s.light.store.tip.header
+    heads = [dataclasses.replace(tip, height=tip.height + 1 + i, prev_hash=bytes([i + 1]) * 32) for i in range(3)]
+    sent = s.light.counters["bytes_out"]
+    deliver(s.light, t.head("m"), heads[0].encode())
+    time.sleep(2.0)
+    deliver(s.light, t.head("m"), heads[1].encode())
+    s.light.light.tick()
+    time.sleep(1.5)  # 3.5 s after the first unknown head
+    deliver(s.light, t.head("m"), heads[2].encode())
+    s.light.light.tick()
+    assert s.light.counters["bytes_out"] > sent, "no sync request 3.5 s after an unknown head"
