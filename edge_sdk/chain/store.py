@@ -108,13 +108,20 @@ class ChainStore(HeaderWalk):
         return self.task.privacy.packing.ciphertext_bytes
 
     def set_model(self, block_hash: bytes, model) -> bool:
-        """Record the model of a block whose aggregate was just opened (Paillier); False if known."""
+        """Record the model of a block whose aggregate was just opened (Paillier); False if known.
+        Empty light blocks stored on it before it opened (no model, no aggregate) share its model."""
         state = self.get(block_hash)
         if state is None or state.model is not None:
             return False
         encoded = codec.encode(encode_model(model, self.task.chain.frac_bits))
         self.db.execute("UPDATE blocks SET model = ? WHERE hash = ?", (encoded, block_hash))
         self._cache[block_hash] = replace(state, model=model)
+        rows = self.db.execute(
+            "SELECT hash FROM blocks WHERE prev = ? AND model = x'' AND aggregate = x''", (block_hash,)
+        )
+        for (child,) in rows.fetchall():
+            if self.raw_block(child) == b"":  # a light block (a full one on an unopened parent is refused)
+                self.set_model(child, model)
         return True
 
     def _set_tip_if_better(self, state: BlockState) -> bool:
