@@ -75,7 +75,11 @@ class AgentsActor:
         return self.thread.is_alive()
 
     def peak_mb(self) -> float | None:
-        return _peak_mb()
+        """This process's peak resident memory (VmHWM; Linux), in MB."""
+        status = Path("/proc/self/status")
+        lines = status.read_text().splitlines() if status.exists() else []
+        line = next((x for x in lines if x.startswith("VmHWM:")), None)
+        return round(int(line.split()[1]) / 1024, 1) if line else None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -83,20 +87,21 @@ class AgentsActor:
             self.thread.join(JOIN_S)
 
 
-def _peak_mb() -> float | None:
-    """This process's peak resident memory (VmHWM; Linux), in MB."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return round(int(line.split()[1]) / 1024, 1) if line else None
-
-
 def _absolute(spec: AgentSpec) -> AgentSpec:
     """A Ray worker does not run in our working directory: give it absolute paths."""
     a = os.path.abspath
     return replace(spec, bundle=a(spec.bundle), identity=a(spec.identity), data=a(spec.data), state=a(spec.state))
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init retries an address where nothing listens for minutes: fail at once instead."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return  # ray://, auto: Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RuntimeError(f"no Ray cluster at {address} ({exc}); start one with `ray start --head`") from exc
 
 
 class RayWorkers:
@@ -113,6 +118,7 @@ class RayWorkers:
     def start(cls, address: str, agents: list[AgentSpec], count: Callable[[int], int], logs: Path) -> RayWorkers:
         """Connect to the cluster at `address`, start count(the cluster's CPUs) actors spread over its
         nodes (SPREAD) with the agents dealt round robin, and wait until every one says where it runs."""
+        _check_reachable(address)
         handler = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         if threading.current_thread() is threading.main_thread():
@@ -152,7 +158,7 @@ class RayWorkers:
         if self.stopped or time.monotonic() - self._polled < POLL_S:
             return self._dead
         refs = [a.alive.remote() for a in self.actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2)
         dead = []
         for name, ref in zip(self.names, refs, strict=True):
             if ref in ready:  # a busy actor is not a dead one
