@@ -33,6 +33,7 @@ def _emulate(args) -> int:
         start_fraction=args.start_when,
         timeout=args.timeout,
         broker_url=args.broker,
+        ray=args.ray,
         privacy=args.privacy,
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
@@ -104,6 +105,13 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
         "--broker",
         help="mqtt://host:port of a running broker that lets these nodes in (for instance one started with "
         "OUT/task/broker/passwd and acl, or allowing anonymous clients); default: start Mosquitto",
+    )
+    emulate.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the device workers as Ray actors on the Ray cluster at ADDRESS (host:port; this machine must be "
+        "one of its nodes; needs the cluster extra). On several machines --out must be on a filesystem every node "
+        "mounts at the same path and --broker a broker they all reach (docs/ray.md)",
     )
     emulate.add_argument("--privacy", default="plain", choices=PRIVACY_MODES)
     emulate.add_argument("--dp-clip", type=float, default=1.0, help="dp: L2 clip of each update")

@@ -1,20 +1,26 @@
 """The emulator's processes: every miner is its own OS process; devices run as agents in a few
-worker processes (worker.py). Started and stopped here."""
+worker processes (worker.py), or in Ray actors on a cluster (ray_workers.py). Started and stopped here."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.worker import AgentSpec, write_spec
 from coordinator.task import broker as local_broker
 from edge_sdk.node.bundle import BROKER_FILE, GENESIS_FILE
+
+if TYPE_CHECKING:  # only --ray imports ray
+    from coordinator.emulator.ray_workers import RayWorkers
 
 STOP_GRACE_S = 30  # a worker closes every agent's store and connection (~20 ms each)
 
@@ -47,11 +53,13 @@ def worker_args(layout: Layout, k: int, agents: list[AgentSpec]) -> list[str]:
 
 @dataclass
 class Federation:
-    """The running processes (and the broker, when the emulator started one)."""
+    """The running processes (and the broker, when the emulator started one; the device actors,
+    when they run on a Ray cluster)."""
 
     layout: Layout
     processes: list[Process] = field(default_factory=list)
     broker: subprocess.Popen | None = None
+    ray: RayWorkers | None = None
 
     def spawn(self, name: str, args: list[str]) -> Process:
         log = self.layout.logs / f"{name}.log"
@@ -63,6 +71,19 @@ class Federation:
         process = Process(name, popen, log)
         self.processes.append(process)
         return process
+
+    def start_workers(self, agents: list[AgentSpec], count: Callable[[int | None], int], ray: str | None) -> str:
+        """Deal the agents round robin to count() worker processes (one per core by default) or, given a
+        Ray address, to count(the cluster's CPUs) Ray actors: says how many and where."""
+        if ray:
+            from coordinator.emulator.ray_workers import RayWorkers
+
+            self.ray = RayWorkers.start(ray, agents, count, self.layout.logs)
+            return f"{len(self.ray.actors)} Ray actors on {self.ray.nodes()} nodes"
+        n = count(None)
+        for k in range(n):
+            self.spawn(f"worker{k}", worker_args(self.layout, k, agents[k::n]))
+        return f"{n} worker processes"
 
     def peak_memory_mb(self) -> dict[str, float]:
         """Each live process's peak resident memory (VmHWM; Linux), and the broker's, in MB."""
@@ -78,13 +99,26 @@ class Federation:
             line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
             if line:
                 peaks[name] = round(int(line.split()[1]) / 1024, 1)
+        if self.ray is not None:
+            peaks.update(self.ray.peak_memory_mb())
         return peaks
 
     def dead(self) -> list[str]:
-        return [p.name for p in self.processes if p.popen.poll() is not None]
+        exited = [p.name for p in self.processes if p.popen.poll() is not None]
+        return exited + (self.ray.dead() if self.ray is not None else [])
+
+    def workers(self) -> dict[str, dict]:
+        """Where each device worker runs: its process id, and with Ray its node."""
+        if self.ray is not None:
+            return self.ray.where
+        host = socket.gethostname()
+        return {p.name: {"host": host, "pid": p.popen.pid} for p in self.processes if p.name.startswith("worker")}
 
     def stop(self) -> None:
-        """SIGTERM everyone, SIGKILL whoever is still there after the grace period, then the broker."""
+        """SIGTERM everyone, SIGKILL whoever is still there after the grace period, then the broker.
+        Ray actors stop first: their agents close stores and connections as a worker's do."""
+        if self.ray is not None:
+            self.ray.stop()
         for p in self.processes:
             if p.popen.poll() is None:
                 p.popen.send_signal(signal.SIGTERM)

@@ -29,7 +29,7 @@ from coordinator.emulator.data import load, shards
 from coordinator.emulator.guarantee import guarantee
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
-from coordinator.emulator.processes import Federation, agent_spec, miner_args, worker_args
+from coordinator.emulator.processes import Federation, agent_spec, miner_args
 from coordinator.emulator.progress import Progress
 from coordinator.task import broker as local_broker
 from coordinator.task.calibrate import initial_difficulty
@@ -81,6 +81,7 @@ class Options:
     hash_rate: float | None = None  # hashes/s per miner instead of measuring it
     timeout: float = 600.0
     broker_url: str | None = None  # use a running broker instead of starting one
+    ray: str | None = None  # a Ray cluster's address: run the device workers as actors there (ray_workers.py)
     quiet: bool = False
     privacy: str = "plain"  # one of edge_sdk.protocol.task.PRIVACY_MODES
     dp_clip: float = 1.0
@@ -120,10 +121,10 @@ class Options:
             return "full" if self.devices <= LIGHT_ABOVE else "light"
         return self.verify
 
-    def worker_count(self) -> int:
-        """One per core, and enough that no worker runs more than MAX_AGENTS_PER_WORKER devices."""
+    def worker_count(self, cores: int | None = None) -> int:
+        """One per core (here, or in the Ray cluster), and enough that none runs over MAX_AGENTS_PER_WORKER devices."""
         least = -(-self.devices // MAX_AGENTS_PER_WORKER)
-        return max(1, least, min(self.devices, self.processes or os.cpu_count() or 1))
+        return max(1, least, min(self.devices, self.processes or cores or os.cpu_count() or 1))
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -231,14 +232,13 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         o.say(f"mosquitto on 127.0.0.1:{port} (auth + ACL)")
     genesis = layout.task.genesis.read_bytes()
     attackers = pick_attackers(o.devices, o.attackers, o.seed) if o.attack else []
-    verify, workers = o.verify_mode(), o.worker_count()
+    verify = o.verify_mode()
     agents = [
         agent_spec(layout, i, i % o.miners, verify, o.attack if i in attackers else None) for i in range(o.devices)
     ]
-    for k in range(workers):
-        fed.spawn(f"worker{k}", worker_args(layout, k, agents[k::workers]))
+    workers = fed.start_workers(agents, o.worker_count, o.ray)
     against = f" ({len(attackers)} attacking: {o.attack})" if attackers else ""
-    o.say(f"started {o.devices} devices ({verify} verification) in {workers} worker processes{against}")
+    o.say(f"started {o.devices} devices ({verify} verification) in {workers}{against}")
     # the first round starts when the federation is there, not on a timer that runs out during start-up
     online = _wait_online(o, fed, deadline=time.monotonic() + START_S + START_PER_DEVICE_S * o.devices)
     if online < o.devices:
@@ -254,9 +254,9 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     reached = observer.follow(fed, started, o.rounds, o.timeout)
     if reached:
         _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
-    memory = _memory(fed)
+    memory, placement = _memory(fed), fed.workers()
     fed.stop()
-    return _finish(o, layout, observer, reached, started, attackers, memory)
+    return _finish(o, layout, observer, reached, started, attackers, memory, placement)
 
 
 def _probe_model(o: Options, test_set, shard) -> float:
@@ -336,8 +336,9 @@ def _memory(fed: Federation) -> dict:
 
 
 def _finish(
-    o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list, memory: dict
-) -> dict:
+    o: Options, layout: Layout, observer: Observer, reached: bool, started: float, attackers: list, memory: dict,
+    workers: dict,
+) -> dict:  # fmt: skip
     from coordinator.emulator.report import write_report
 
     chain = observer.chain
@@ -380,6 +381,7 @@ def _finish(
         "rewards": balances(chain.task, [chain.raw[s.hash] for s in best]),
         "forks": len(chain.raw) - 1 - len(best),
         "memory": {**memory, "per_device_mb": round(memory["workers_peak_mb"] / o.devices, 2)},
+        "workers": workers,
         "verify": o.verify_mode(),
         "difficulty": {
             "target_interval_s": chain.task.chain.target_interval_ms / 1000,

@@ -118,6 +118,20 @@ def raise_descriptor_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def serve(specs: list[AgentSpec], backend: str, stopping: threading.Event) -> None:
+    """Runs the agents of one spec until `stopping` is set or every agent has stopped: the worker
+    process's body, shared with the Ray actor (ray_workers.py) so that both run devices alike."""
+    raise_descriptor_limit()
+    Node.jobs = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="train")
+    agents = Agents(specs, backend)
+    agents.start()
+    while not stopping.wait(0.5):
+        if not any(t.is_alive() for t in agents.threads):
+            break
+    agents.stop()
+    Node.jobs.shutdown(wait=False, cancel_futures=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="worker", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True)
@@ -125,18 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logs.setup(args.verbose)
-    raise_descriptor_limit()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    Node.jobs = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="train")
-    agents = Agents(read_spec(args.spec), args.backend)
-    agents.start()
-    while not stopping.wait(0.5):
-        if not any(t.is_alive() for t in agents.threads):
-            break
-    agents.stop()
-    Node.jobs.shutdown(wait=False, cancel_futures=True)
+    serve(read_spec(args.spec), args.backend, stopping)
     return 0
 
 

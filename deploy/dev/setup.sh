@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a development machine (Debian/Ubuntu, as root or with sudo): Mosquitto from Debian,
-# a virtual environment in .venv, and the project with its server and dev extras.
+# a virtual environment in .venv, and the project with its server, dev and cluster extras.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,5 +27,6 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PYTHON" -m venv .venv
 fi
-echo "setup: installing blockfl-edge[server,dev] into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[server,dev]"
+# cluster: Ray, for `blockfl emulate --ray` and its test (~45 s and ~270 MB the first time)
+echo "setup: installing blockfl-edge[server,dev,cluster] into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[server,dev,cluster]"
