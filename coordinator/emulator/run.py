@@ -30,7 +30,15 @@ from coordinator.emulator.guarantee import guarantee
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.observer import Observer
 from coordinator.emulator.processes import Federation, agent_spec, miner_args
-from coordinator.emulator.progress import Progress
+from coordinator.emulator.startup import (
+    START_PER_DEVICE_S,
+    START_S,
+    memory,
+    probe_model,
+    round_wait_ms,
+    wait_for_models,
+    wait_online,
+)
 from coordinator.task import broker as local_broker
 from coordinator.task.calibrate import initial_difficulty
 from coordinator.task.setup import Enrolment, add_observer, enroll_devices, enroll_miner, init_task
@@ -46,16 +54,10 @@ from edge_sdk.transport.mqtt import BrokerConfig
 
 SETTLE_S = 20  # how long devices get to reach the observer's final tip
 TARGET_INTERVAL_MS = 5000
-BASE_WAIT_MS = 8000  # a round's wait for updates, before the time the machine needs to train every device
-# A device's whole round (verify the block, train, sign, seal, send; the miners' admission and
-# gossip of its update) took ~25x the machine time of its training alone, with 1000 agents on
-# 2 cores (docs/scale.md)
-WAIT_FACTOR = 30
-START_S, START_PER_DEVICE_S = 30, 0.2  # how long the devices get to come online
-LIGHT_ABOVE = 50
+LIGHT_ABOVE = 50  # --verify auto: devices verify in full up to this many devices, light above
 # paho's network loop uses select(), which cannot watch descriptors above 1023; an agent holds
 # ~6 (its socket, paho's wake-up socket pair, SQLite's database, WAL and shared memory)
-MAX_AGENTS_PER_WORKER = 120  # --verify auto: devices verify in full up to this many devices, light above
+MAX_AGENTS_PER_WORKER = 120
 
 
 @dataclass
@@ -187,7 +189,7 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         hash_rate=o.hash_rate,
     )
     o.say(difficulty.describe())
-    wait_ms = _round_wait_ms(o, _probe_model(o, test_set, device_data[0]))
+    wait_ms = round_wait_ms(o, probe_model(o, test_set, device_data[0]))
     task = init_task(
         layout.task.path,
         miners=[m.public for m in miner_ids],
@@ -240,7 +242,7 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     against = f" ({len(attackers)} attacking: {o.attack})" if attackers else ""
     o.say(f"started {o.devices} devices ({verify} verification) in {workers}{against}")
     # the first round starts when the federation is there, not on a timer that runs out during start-up
-    online = _wait_online(o, fed, deadline=time.monotonic() + START_S + START_PER_DEVICE_S * o.devices)
+    online = wait_online(o, fed, deadline=time.monotonic() + START_S + START_PER_DEVICE_S * o.devices)
     if online < o.devices:
         o.say(f"{online} of {o.devices} devices online; starting the miners anyway")
     for i in range(o.miners):
@@ -253,86 +255,10 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     )
     reached = observer.follow(fed, started, o.rounds, o.timeout)
     if reached:
-        _wait_for_devices(o, layout, observer.chain.tip.header.height, deadline=time.monotonic() + SETTLE_S)
-    memory, placement = _memory(fed), fed.workers()
+        wait_for_models(layout, o.devices, observer.chain.tip.hash, deadline=time.monotonic() + SETTLE_S)
+    peaks, placement = memory(fed), fed.workers()
     fed.stop()
-    return _finish(o, layout, observer, reached, started, attackers, memory, placement)
-
-
-def _probe_model(o: Options, test_set, shard) -> float:
-    """Refuse data the model cannot take (feature count, classes) before anything starts, and
-    measure how long one device's local training takes on this machine (seconds)."""
-    import tempfile
-
-    from coordinator.models.compiler import Optimizer
-    from coordinator.models.package_writer import build_package
-    from coordinator.models.zoo import build_forward
-    from edge_sdk.training.package import ModelPackage
-    from edge_sdk.training.trainers import PortableTrainer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        forward, params = build_forward(o.model, seed=o.seed)
-        build_package(Path(tmp), forward, params, loss="cross-entropy", optimizer=Optimizer.parse(o.optimizer),
-                      model_name=o.model)  # fmt: skip
-        package = ModelPackage.load(tmp)
-        trainer = PortableTrainer(package)
-        x, y = test_set
-        classes = package.manifest["num_outputs"]
-        if y.max() >= classes:
-            raise ValueError(f"--data has labels up to {y.max()}; model {o.model} has {classes} outputs")
-        initial = package.initial_params()
-        try:
-            trainer.evaluate(initial, x[:2], y[:2])
-        except Exception as exc:  # ONNX Runtime names the shape it expected
-            raise ValueError(
-                f"--data has {x.shape[1]} features per sample; model {o.model} does not take them"
-            ) from exc
-        started = time.perf_counter()
-        trainer.fit(initial, *shard, epochs=o.epochs, batch_size=o.batch_size, learning_rate=o.learning_rate, seed=0)
-        return time.perf_counter() - started
-
-
-def _round_wait_ms(o: Options, fit_seconds: float) -> int:
-    """--max-wait-ms, or BASE_WAIT_MS plus WAIT_FACTOR times what this machine needs to train every
-    device once. The wait only matters when devices are missing: a round ends as soon as every
-    device's update is in."""
-    if o.max_wait_ms is not None:
-        return o.max_wait_ms
-    return int(BASE_WAIT_MS + WAIT_FACTOR * 1000 * o.devices * fit_seconds / (os.cpu_count() or 1))
-
-
-def _wait_online(o: Options, fed: Federation, deadline: float) -> int:
-    """Wait until start_fraction of the devices have connected to the broker (or the deadline): how many did."""
-    needed = max(1, round(o.start_fraction * o.devices))
-    progress = Progress("devices online", o.devices, quiet=o.quiet)
-    online = 0
-    while time.monotonic() < deadline and not fed.dead():
-        statuses = (fed.layout.device_status(i) for i in range(o.devices))
-        online = sum(1 for s in statuses if s and s.counters.get("connects"))
-        progress.update(online)
-        if online >= needed:
-            break
-        time.sleep(0.5)
-    progress.close()
-    return online
-
-
-def _wait_for_devices(o: Options, layout: Layout, height: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        statuses = [layout.device_status(i) for i in range(o.devices)]
-        if min(s.tip_height if s else -1 for s in statuses) >= height:
-            return
-        time.sleep(0.3)
-
-
-def _memory(fed: Federation) -> dict:
-    """Peak resident memory by process, and the sum of the peaks (an upper bound of the machine's peak)."""
-    import resource
-
-    peaks = fed.peak_memory_mb()
-    peaks["emulator"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    workers = [v for k, v in peaks.items() if k.startswith("worker")]
-    return {"peak_mb": peaks, "total_peak_mb": round(sum(peaks.values()), 1), "workers_peak_mb": round(sum(workers), 1)}
+    return _finish(o, layout, observer, reached, started, attackers, peaks, placement)
 
 
 def _finish(
