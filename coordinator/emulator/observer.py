@@ -46,45 +46,64 @@ class Observer:
     def follow(self, fed: Federation, started: float, rounds: int, timeout: float) -> bool:
         """Until the best chain reaches `rounds` blocks (True), a process dies or time runs out (False)."""
         self.conn.start()
+        self._started = started
         deadline = started + timeout
         last = None
-        self._reported = None
+        while time.monotonic() < deadline:
+            dead = fed.dead()
+            if dead:
+                self.say(f"process(es) exited early: {', '.join(dead)}; see {self.layout.logs}")
+                return False
+            if not self._take(0.5):
+                continue
+            tip = self.chain.tip
+            entry = self.rounds.get(tip.hash.hex())
+            if entry is None or entry.get("accuracy") is None:
+                continue  # (Paillier: the tip's aggregate is not opened yet)
+            if tip.hash != last:
+                switched = last is not None and self.chain.get(last).header.height >= tip.header.height
+                last = tip.hash
+                self._progress(entry, rounds, switched, started)
+            if tip.header.height >= rounds:
+                return True
+        self.say(f"timed out after {timeout:.0f}s at height {self.chain.tip.header.height}")
+        return False
+
+    def settle(self, deadline: float, quiet_s: float = 1.0) -> bool:
+        """After the miners stopped mining: read what is still on its way until every miner's tip is
+        this observer's and nothing arrived for `quiet_s` (True), or the deadline (False)."""
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if self._take(0.2):
+                quiet_since = time.monotonic()
+                continue
+            tips = {s.tip if s else None for s in (self.layout.miner_status(i) for i in range(self.miners))}
+            if tips == {self.chain.tip.hash.hex()} and time.monotonic() - quiet_since >= quiet_s:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.conn.stop()
+
+    def _take(self, timeout: float) -> bool:
+        """Handle one block or partial decryption, if one arrives within `timeout`."""
         try:
-            while time.monotonic() < deadline:
-                dead = fed.dead()
-                if dead:
-                    self.say(f"process(es) exited early: {', '.join(dead)}; see {self.layout.logs}")
-                    return False
-                try:
-                    item = self.conn.inbox.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if not isinstance(item, Incoming):
-                    continue
-                try:
-                    if self.topics.kind(item.topic) == "partial":
-                        self.openings.receive(item.payload, item.topic.rsplit("/", 1)[-1])
-                    else:
-                        state = self.chain.add(item.payload)
-                        self._record(state, item.payload, started)
-                        if self.openings is not None:
-                            self.openings.block_arrived()
-                except ProtocolError:
-                    continue
-                tip = self.chain.tip
-                entry = self.rounds.get(tip.hash.hex())
-                if entry is None or entry.get("accuracy") is None:
-                    continue  # (Paillier: the tip's aggregate is not opened yet)
-                if tip.hash != last:
-                    switched = last is not None and self.chain.get(last).header.height >= tip.header.height
-                    last = tip.hash
-                    self._progress(entry, rounds, switched, started)
-                if tip.header.height >= rounds:
-                    return True
-            self.say(f"timed out after {timeout:.0f}s at height {self.chain.tip.header.height}")
+            item = self.conn.inbox.get(timeout=timeout)
+        except queue.Empty:
             return False
-        finally:
-            self.conn.stop()
+        if not isinstance(item, Incoming):
+            return False
+        try:
+            if self.topics.kind(item.topic) == "partial":
+                self.openings.receive(item.payload, item.topic.rsplit("/", 1)[-1])
+            else:
+                state = self.chain.add(item.payload)
+                self._record(state, item.payload, self._started)
+                if self.openings is not None:
+                    self.openings.block_arrived()
+        except ProtocolError:
+            pass
+        return True
 
     def _progress(self, r: dict, rounds: int, switched: bool, started: float) -> None:
         extra = f"  epsilon {r['epsilon']:.2f}" if "epsilon" in r else ""

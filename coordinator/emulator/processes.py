@@ -103,6 +103,11 @@ class Federation:
             peaks.update(self.ray.peak_memory_mb())
         return peaks
 
+    def signal_miners(self, signum: int) -> None:
+        for p in self.processes:
+            if p.name.startswith("miner") and p.popen.poll() is None:
+                p.popen.send_signal(signum)
+
     def dead(self) -> list[str]:
         exited = [p.name for p in self.processes if p.popen.poll() is not None]
         return exited + (self.ray.dead() if self.ray is not None else [])

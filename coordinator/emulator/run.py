@@ -254,8 +254,12 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
         layout, genesis, broker, test_set, miners=o.miners, devices=o.devices, dp_delta=o.dp_delta, say=o.say
     )
     reached = observer.follow(fed, started, o.rounds, o.timeout)
-    if reached:
+    if reached:  # the miners mine no more; the report describes the chain they settle on
+        fed.signal_miners(signal.SIGUSR1)
+        if not observer.settle(deadline=time.monotonic() + SETTLE_S):
+            o.say("the miners did not settle on one tip; the report describes the observer's best chain")
         wait_for_models(layout, o.devices, observer.chain.tip.hash, deadline=time.monotonic() + SETTLE_S)
+    observer.close()
     peaks, placement = memory(fed), fed.workers()
     fed.stop()
     return _finish(o, layout, observer, reached, started, attackers, peaks, placement)
@@ -270,6 +274,9 @@ def _finish(
     chain = observer.chain
     best = [chain.get(h.hash) for h in chain.branch(chain.tip.hash)[1:]]
     rounds = [observer.rounds[s.hash.hex()] for s in best]
+    frac = chain.task.chain.frac_bits
+    for state, entry in zip(best, rounds, strict=True):  # what every device must have computed
+        entry["model_hash"] = None if state.model is None else model_hash(state.model, frac).hex()
     verify = {}
     for i in range(o.miners):
         report = verify_database(layout.miner_db(i))
@@ -283,6 +290,8 @@ def _finish(
     report = {
         "ok": ok,
         "reached_rounds": reached,
+        "tip": chain.tip.hash.hex(),  # the final best chain's: miners stop mining after the last round
+        "miner_tips": {f"m{i}": getattr(layout.miner_status(i), "tip", None) for i in range(o.miners)},
         "seconds": round(time.monotonic() - started, 1),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in o.__dict__.items()},
         "task_id": chain.task.id.hex(),

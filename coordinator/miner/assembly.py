@@ -20,6 +20,7 @@ from edge_sdk.protocol.block import NONCE_OFFSET, Header, Update, block_template
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.extras import Evidence, Extras
 from edge_sdk.protocol.identity import Identity
+from edge_sdk.protocol.light import make_light
 from edge_sdk.protocol.revocations import RevocationList
 from edge_sdk.protocol.task import Task
 
@@ -154,3 +155,9 @@ def build_block(
     )
     mined = search_nonce(template.header, stop=stop)
     return None if mined is None else seal(identity, mined, template)
+
+
+def light_of(identity: Identity, task: Task, state: BlockState, template: Template) -> bytes:
+    """The light block of a block this miner made: what light devices follow instead of the block."""
+    return make_light(identity, task, state.header, model=state.model, aggregate=state.aggregate,
+                      changed=state.base == state.hash, revocations=template.extras.revocations)  # fmt: skip

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
 
 from coordinator.miner import policy
 from coordinator.miner.admission import admit
-from coordinator.miner.assembly import Template, assemble, fitting, seal, search_nonce
+from coordinator.miner.assembly import Template, assemble, fitting, light_of, seal, search_nonce
 from coordinator.miner.decrypting import ShareHolder
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.database import Database
@@ -40,7 +41,6 @@ from edge_sdk.protocol.decryption import PartialDecryption, make_partial
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.extras import MAX_EVIDENCE, Evidence
 from edge_sdk.protocol.identity import Identity, node_id
-from edge_sdk.protocol.light import make_light
 from edge_sdk.protocol.revocations import NO_REVOCATIONS, parse_revocations
 from edge_sdk.transport.mqtt import BrokerConfig, Incoming
 from edge_sdk.transport.topics import ANY, Topics, sender
@@ -76,6 +76,7 @@ class Miner(Node):
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
         self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
         self._mining: threading.Event | None = None  # set() stops the running nonce search
+        self._quiet = threading.Event()  # SIGUSR1: mine no more (keep following, answering, decrypting)
         self._head_due = False
         self._round_started: int | None = None
         self._refused_tip: bytes | None = None
@@ -110,7 +111,17 @@ class Miner(Node):
     def wait_seconds(self) -> float:
         return policy.wait_seconds(self._round_started, now_ms(), self.task.rounds)
 
+    def status_details(self) -> dict:
+        return {"mining": not self._quiet.is_set()}
+
+    def run(self, *, until: float | None = None) -> None:
+        if threading.current_thread() is threading.main_thread():  # the emulator, after its last round
+            signal.signal(signal.SIGUSR1, lambda *_: self._quiet.set())
+        super().run(until=until)
+
     def after_event(self) -> None:
+        if self._quiet.is_set():
+            self._stop_mining()
         if self._head_due:
             self._head_due = False
             self._publish_head()
@@ -266,7 +277,7 @@ class Miner(Node):
 
     # --- mining ---
     def _maybe_mine(self) -> None:
-        if self._mining is not None:
+        if self._mining is not None or self._quiet.is_set():
             return
         parent, decryption = self.store.tip, []
         if self.holder is not None:
@@ -341,21 +352,10 @@ class Miner(Node):
             return
         self.count("blocks_mined")
         self.publish(self.topics.block(self.me), raw)
-        self.publish(self.topics.light(self.me), self._light(header, template))
-        self.timeline.mark("mined", block=header.hash, height=header.height, found=found, **timing, **self.traffic())
-
-    def _light(self, header: Header, template: Template) -> bytes:
-        """The light block of a block this miner made: what light devices follow instead of the block."""
-        state = self.store.get(header.hash)
-        return make_light(
-            self.identity,
-            self.task,
-            header,
-            model=state.model,
-            aggregate=state.aggregate,
-            changed=state.base == header.hash,
-            revocations=template.extras.revocations,
+        self.publish(
+            self.topics.light(self.me), light_of(self.identity, self.task, self.store.get(header.hash), template)
         )
+        self.timeline.mark("mined", block=header.hash, height=header.height, found=found, **timing, **self.traffic())
 
     # --- chain ---
     def _publish_head(self) -> None:

@@ -70,7 +70,7 @@ def test_emulate_runs_a_federation_to_a_report(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["ok"] and len(report["rounds"]) == 3
+    assert report["ok"] and len(report["rounds"]) >= 3
     assert report["rounds"][-1]["accuracy"] > report["initial"]["accuracy"] + 0.3
     assert all(v["ok"] for v in report["chain_verify"].values())
     assert report["model_hash_agreement"]["ok"]
