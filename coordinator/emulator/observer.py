@@ -30,7 +30,8 @@ class Observer:
         self.chain = MemoryChain(genesis)
         self.task = self.chain.task
         self.topics = Topics(self.task.id)
-        subscriptions = [self.topics.block(ANY)]
+        subscriptions = [self.topics.block(ANY), self.topics.genesis]
+        self.genesis, self.genesis_retained = genesis, False  # what a late node finds on the broker
         self.openings = None
         if self.task.privacy.encrypted:  # models come, as for a device, from the miners' partial decryptions
             self.openings = Openings(self.chain, lambda state, opened: self._opened(state.hash, opened))
@@ -94,7 +95,9 @@ class Observer:
         if not isinstance(item, Incoming):
             return False
         try:
-            if self.topics.kind(item.topic) == "partial":
+            if item.topic == self.topics.genesis:
+                self.genesis_retained = item.payload == self.genesis
+            elif self.topics.kind(item.topic) == "partial":
                 self.openings.receive(item.payload, item.topic.rsplit("/", 1)[-1])
             else:
                 state = self.chain.add(item.payload)

@@ -41,6 +41,7 @@ from coordinator.emulator.startup import (
 )
 from coordinator.task import broker as local_broker
 from coordinator.task.calibrate import initial_difficulty
+from coordinator.task.publish import publish_retained
 from coordinator.task.setup import Enrolment, add_observer, enroll_devices, enroll_miner, init_task
 from coordinator.tools.chainverify import verify_database
 from edge_sdk.chain.ledger import balances
@@ -232,6 +233,7 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     if o.broker_url is None:
         fed.broker, _ = local_broker.start(layout.broker, layout.task.broker, port=port)
         o.say(f"mosquitto on 127.0.0.1:{port} (auth + ACL)")
+    publish_retained(layout.task.path, url)  # the retained genesis (and revocations), as the coordinator would
     genesis = layout.task.genesis.read_bytes()
     attackers = pick_attackers(o.devices, o.attackers, o.seed) if o.attack else []
     verify = o.verify_mode()
@@ -290,6 +292,7 @@ def _finish(
     report = {
         "ok": ok,
         "reached_rounds": reached,
+        "genesis_retained": observer.genesis_retained,  # the broker holds the genesis, as a coordinator leaves it
         "tip": chain.tip.hash.hex(),  # the final best chain's: miners stop mining after the last round
         "miner_tips": {f"m{i}": getattr(layout.miner_status(i), "tip", None) for i in range(o.miners)},
         "seconds": round(time.monotonic() - started, 1),

@@ -40,6 +40,7 @@ def test_the_report_describes_the_chain_every_miner_settled_on(tmp_path, seed):
     assert all(r["model_hash"] for r in report["rounds"])
     assert not any(m["details"]["mining"] for m in report["miners"].values()), "miners still mining at the end"
     assert set(report["miner_tips"].values()) == {report["tip"]}
+    assert report["genesis_retained"]  # published retained, as `blockfl coordinator publish` does
     every_block = set()
     for i in range(3):
         db = out / "miners" / f"m{i}" / "chain.db"
