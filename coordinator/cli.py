@@ -102,6 +102,10 @@ def _miner_run(args) -> int:
     miner = Miner(
         identity=identity, genesis=genesis, db_path=args.db, broker=BrokerConfig.load(args.broker_config), share=share
     )
+    if args.metrics_port is not None:
+        from coordinator.miner.metrics import serve_metrics
+
+        serve_metrics(args.metrics_port, args.metrics_addr, lambda: miner.snapshot)
     miner.run()
     return 0
 
@@ -251,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--share", help="Paillier modes: the sealed key share (default: paillier.share.sealed next to broker.json)"
     )
     mrun.add_argument("--db", required=True, help="chain database (SQLite; created if missing)")
+    mrun.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)")
+    mrun.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     mrun.add_argument("--verbose", action="store_true")
     mrun.set_defaults(func=_miner_run)
 

@@ -25,6 +25,7 @@ from coordinator.miner.admission import admit
 from coordinator.miner.assembly import Template, assemble, fitting, light_of, seal, search_nonce
 from coordinator.miner.decrypting import ShareHolder
 from coordinator.miner.pool import Pool
+from coordinator.miner.serving import answer_sync
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.evidence import offender
 from edge_sdk.chain.rules import validate_block
@@ -110,6 +111,13 @@ class Miner(Node):
 
     def wait_seconds(self) -> float:
         return policy.wait_seconds(self._round_started, now_ms(), self.task.rounds)
+
+    def accept_block(self, raw: bytes, source: str | None) -> bool:
+        started = time.perf_counter()
+        try:
+            return super().accept_block(raw, source)
+        finally:
+            self.count("validation_seconds", time.perf_counter() - started)
 
     def status_details(self) -> dict:
         return {"mining": not self._quiet.is_set()}
@@ -337,6 +345,7 @@ class Miner(Node):
             self._mining = None
 
     def _on_mined(self, header: Header | None, template: Template, stop: threading.Event, timing: dict) -> None:
+        self.count("mining_seconds", (now_ms() - timing["aggregated"]) / 1000)
         if stop.is_set():
             return  # a better tip stopped this search (and a new one may be running)
         self._mining = None
@@ -362,28 +371,7 @@ class Miner(Node):
         self.publish(self.topics.head(self.me), self.store.tip.header.encode(), retain=True)
 
     def on_sync_request(self, msg: Incoming) -> None:
-        request = sync.parse_request(msg.payload, self.task)
-        if msg.response_topic != self.topics.reply(node_id(request.requester)):  # no reflection onto others
-            raise ProtocolError(Reason.BAD_BODY, "a sync answer goes only to the requester's own reply topic")
-        best = self.store.best_chain()
-        hashes = [h.hash for h in best]
-        if sync.wants_snapshot(request, hashes) and not self.task.privacy.encrypted:
-            # a late joiner: headers and the tip's model, not every block
-            tip = self.store.tip
-            revocations = tip.revocations.raw or None
-            snapshot = sync.Snapshot([h.encode() for h in best[1:]], tip.model, tip.base, revocations)
-            response = sync.make_response(self.identity, self.task, [], snapshot)
-            self.publish(msg.response_topic, response, correlation=msg.correlation)
-            return
-        blocks, size = [], 0
-        for h in sync.blocks_after(hashes, request):
-            raw = self.store.raw_block(h)
-            size += len(raw)
-            if blocks and size > self.task.chain.max_block_bytes:
-                break
-            blocks.append(raw)
-        response = sync.make_response(self.identity, self.task, blocks)
-        self.publish(msg.response_topic, response, correlation=msg.correlation)
+        self.publish(msg.response_topic, answer_sync(self.store, self.identity, msg), correlation=msg.correlation)
 
     def on_revocations(self, msg: Incoming) -> None:
         listed = parse_revocations(msg.payload, self.task)

@@ -118,6 +118,7 @@ class Node:
         self._dirty = True
         self._status_written = 0.0
         self._stopping = threading.Event()
+        self.snapshot: Status | None = None
 
     # --- lifecycle ---
     def run(self, *, until: float | None = None) -> None:
@@ -390,4 +391,5 @@ class Node:
             return
         self._dirty = False
         self._status_written = now
-        self.status().write(self.status_path)
+        self.snapshot = self.status()  # read by other threads (a metrics endpoint): replaced, never changed
+        self.snapshot.write(self.status_path)

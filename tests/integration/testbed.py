@@ -131,7 +131,7 @@ class Testbed:
         cfg = json.loads((self.root / node / ("bundle" if node.startswith("d") else "") / "broker.json").read_text())
         return cfg["username"], cfg["password"]
 
-    def start_miner(self, i: int) -> subprocess.Popen:
+    def start_miner(self, i: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         m = self.root / f"m{i}"
         return self._spawn(
             f"m{i}",
@@ -149,6 +149,7 @@ class Testbed:
                 "--db",
                 str(m / "chain.db"),
                 "--verbose",
+                *extra,
             ],
         )
 
