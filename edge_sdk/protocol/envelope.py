@@ -81,7 +81,7 @@ def open_envelope(data: bytes, *, expect: str | None = None, max_bytes: int = DE
     if not isinstance(value, list) or len(value) != 5:
         raise ProtocolError(Reason.BAD_ENCODING, "envelope must be an array of 5")
     version, msg_type, signer, body, signature = value
-    if version != VERSION or isinstance(version, bool):
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:  # 1.0 is not 1
         raise ProtocolError(Reason.BAD_VERSION, f"version {codec.show(version)}, expected {VERSION}")
     if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
         raise ProtocolError(Reason.UNKNOWN_TYPE, codec.show(msg_type))

@@ -114,3 +114,15 @@ def test_the_signed_bytes_are_the_envelope_less_its_signature(body, msg_type):
     expected = envelope.signing_bytes(envelope.VERSION, msg_type, identity.public.sign_pk, {"x": body})
     assert envelope.DOMAIN + envelope.ARRAY_OF_4 + raw[1 : len(raw) - envelope.SIGNATURE_ITEM_BYTES] == expected
     assert envelope.open_envelope(raw).body == {"x": body}
+
+
+def test_a_version_that_only_equals_1_is_refused_as_bad_version():
+    """Found writing PROTOCOL.md: 1.0 (a CBOR float) passed the version check; another
+    implementation would refuse it, and the same message would have two encodings."""
+    identity = Identity.from_seed(b"version-float")
+    for version in (1.0, True, "1"):
+        signed = envelope.signing_bytes(version, "block", identity.public.sign_pk, {})
+        raw = codec.encode([version, "block", identity.public.sign_pk, {}, identity.sign(signed)])
+        with pytest.raises(ProtocolError) as caught:
+            envelope.open_envelope(raw)
+        assert caught.value.reason is Reason.BAD_VERSION
