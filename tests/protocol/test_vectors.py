@@ -151,3 +151,24 @@ def test_vector_chain_validates():
         chain.add(H(raw))
     assert chain.tip.header.height == 2 and chain.task_id.hex() == VECTORS["chain"]["task_id"]
     assert chain.tip.hash.hex() == VECTORS["block_header"][1]["hash"]
+
+
+def _vector_task():
+    from edge_sdk.chain.rules import validate_genesis
+
+    return validate_genesis(H(VECTORS["chain"]["genesis"]))[1]
+
+
+@pytest.mark.parametrize("vector", VECTORS["negative"], ids=lambda v: f"{v['kind']}-{v['reason']}")
+def test_every_negative_vector_is_refused_with_its_reason_code(vector):
+    from edge_sdk.protocol.block import Update
+    from edge_sdk.protocol.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as caught:
+        Update.parse(H(vector["input"]), _vector_task())
+    assert caught.value.reason.value == vector["reason"], vector["note"]
+
+
+def test_negative_vectors_cover_distinct_reason_codes():
+    reasons = [v["reason"] for v in VECTORS["negative"]]
+    assert len(reasons) == len(set(reasons)) >= 13

@@ -1,0 +1,46 @@
+"""Negative vectors: messages that break one rule each, with the reason code a receiver MUST give.
+
+Used by generate.py; every input is deterministic (Ed25519 signatures are). This first set covers
+an update as a miner parses it (PROTOCOL.md §3 and §5: envelope, shape and certificate rules);
+block and chain rules come with the chain vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_sdk.protocol import codec, envelope
+from edge_sdk.protocol.block import make_update
+from edge_sdk.protocol.identity import Identity
+
+
+def _body(task, cert: bytes, base: bytes, samples: int, delta: dict, ts: int) -> dict:
+    encoded = {name: codec.encode_array(np.asarray(v, dtype="<f4")) for name, v in delta.items()}
+    return {"cert": cert, "task": task.id, "base": base, "samples": samples, "ts": ts, "delta": encoded}
+
+
+def update_negatives(task, device: Identity, cert: bytes, other_cert: bytes, base: bytes, delta: dict, ts: int):
+    """[{kind, input, reason, note}] for an update of `device` (certificate `cert`, quota 1000)."""
+    good = make_update(device, task, cert, base, 10, delta, ts)
+    signed = lambda body, kind="update": envelope.sign(device, kind, body)  # noqa: E731
+    huge = {name: np.full(v.shape, 2.0 ** (task.chain.delta_bits + 1), np.float32) for name, v in delta.items()}
+    nan = {name: np.full(v.shape, np.nan, np.float32) for name, v in delta.items()}
+    wrong_shape = {name: np.zeros((*v.shape, 2), np.float32) for name, v in delta.items()}
+    unknown_type = codec.encode([1, "nope", device.public.sign_pk, {}, device.sign(b"x")])
+    version_two = envelope.signing_bytes(2, "update", device.public.sign_pk, {})
+    cases = [
+        (b"\xff", "bad_encoding", "not CBOR"),
+        (codec.encode([2, "update", device.public.sign_pk, {}, device.sign(version_two)]), "bad_version", "version 2"),
+        (unknown_type, "unknown_type", "type 'nope'"),
+        (cert, "wrong_type", "a certificate where an update is expected"),
+        (good[:-1] + bytes([good[-1] ^ 1]), "bad_signature", "the last signature byte flipped"),
+        (signed({"task": task.id}), "bad_body", "a body with only 'task'"),
+        (signed({**_body(task, cert, base, 10, delta, ts), "task": bytes(32)}), "wrong_task", "another task id"),
+        (signed(_body(task, cert, base, 0, delta, ts)), "bad_sample_count", "samples 0"),
+        (signed(_body(task, other_cert, base, 10, delta, ts)), "bad_cert", "another device's certificate"),
+        (signed(_body(task, cert, base, 1001, delta, ts)), "over_quota", "1001 samples, quota 1000"),
+        (signed(_body(task, cert, base, 10, wrong_shape, ts)), "bad_shape", "each parameter with an extra axis"),
+        (signed(_body(task, cert, base, 10, nan, ts)), "non_finite", "NaN deltas"),
+        (signed(_body(task, cert, base, 10, huge, ts)), "out_of_range", "|delta| = 2^(delta_bits + 1)"),
+    ]
+    return [{"kind": "update", "input": raw.hex(), "reason": reason, "note": note} for raw, reason, note in cases]
