@@ -44,3 +44,24 @@ def update_negatives(task, device: Identity, cert: bytes, other_cert: bytes, bas
         (signed(_body(task, cert, base, 10, huge, ts)), "out_of_range", "|delta| = 2^(delta_bits + 1)"),
     ]
     return [{"kind": "update", "input": raw.hex(), "reason": reason, "note": note} for raw, reason, note in cases]
+
+
+def message_negatives(task, miner: Identity, device: Identity, genesis_header, genesis_model, tip: bytes):
+    """Sync requests, rejections, light blocks and alerts that break one rule each (§13)."""
+    from edge_sdk.protocol import sync
+    from edge_sdk.protocol.errors import Reason
+    from edge_sdk.protocol.light import make_alert, make_light
+
+    request = {"task": task.id, "locator": [tip], "max": 64, "snapshot": False}
+    light = dict(model=genesis_model, changed=False, revocations=None)
+    cases = [
+        ("sync_request", envelope.sign(device, "sync_request", {**request, "max": 0}), "bad_body", "max 0"),
+        ("sync_request", envelope.sign(device, "sync_request", {**request, "locator": [tip] * 65}), "bad_body",
+         "65 locator hashes"),
+        ("rejection", sync.make_rejection(device, task, bytes(32), Reason.STALE_BASE, tip), "bad_miner",
+         "a rejection signed by a device"),
+        ("light", make_light(device, task, genesis_header, **light), "bad_miner", "a light block signed by a device"),
+        ("light", make_light(miner, task, genesis_header, **{**light, "changed": 1}), "bad_body", "changed = 1"),
+        ("alert", make_alert(device, task, b"\x80", None), "bad_cert", "a device's alert without its certificate"),
+    ]  # fmt: skip
+    return [{"kind": kind, "input": raw.hex(), "reason": reason, "note": note} for kind, raw, reason, note in cases]
