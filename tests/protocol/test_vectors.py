@@ -167,6 +167,7 @@ def test_every_negative_vector_is_refused_with_its_reason_code(vector):
     from edge_sdk.protocol.light import parse_alert, parse_light
 
     parse = {
+        "block": _validate_on_genesis,
         "update": Update.parse,
         "sync_request": sync.parse_request,
         "rejection": sync.parse_rejection,
@@ -181,4 +182,18 @@ def test_every_negative_vector_is_refused_with_its_reason_code(vector):
 def test_negative_vectors_cover_every_update_parse_code_once():
     reasons = [v["reason"] for v in VECTORS["negative"] if v["kind"] == "update"]
     assert len(reasons) == len(set(reasons)) >= 13
-    assert {v["kind"] for v in VECTORS["negative"]} == {"update", "sync_request", "rejection", "light", "alert"}
+    assert {v["kind"] for v in VECTORS["negative"]} == {
+        "update",
+        "sync_request",
+        "rejection",
+        "light",
+        "alert",
+        "block",
+    }
+
+
+def _validate_on_genesis(raw: bytes, task) -> None:
+    """A `block` negative vector is validated on the chain vector's genesis, at T0 + 5 s."""
+    from edge_sdk.chain.memory import MemoryChain
+
+    MemoryChain(H(VECTORS["chain"]["genesis"])).add(raw, now=task.created_ms + 5000)

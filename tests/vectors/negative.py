@@ -65,3 +65,40 @@ def message_negatives(task, miner: Identity, device: Identity, genesis_header, g
         ("alert", make_alert(device, task, b"\x80", None), "bad_cert", "a device's alert without its certificate"),
     ]  # fmt: skip
     return [{"kind": kind, "input": raw.hex(), "reason": reason, "note": note} for kind, raw, reason, note in cases]
+
+
+def block_negatives(task, miner: Identity, device: Identity, chain, now: int):
+    """Blocks on the `chain` vector's genesis that break one header or body rule each (§7.4); each
+    is mined (except the one with too little work) so that only its own rule fails."""
+    import dataclasses
+
+    from coordinator.miner.assembly import search_nonce
+    from edge_sdk.chain.rules import expected_target
+    from edge_sdk.protocol.block import block_template, seal_block
+    from edge_sdk.protocol.extras import Extras
+    from edge_sdk.protocol.work import meets_target
+
+    parent = chain.tip
+    header = block_template(
+        parent=parent.header, task=task, miner=miner.public.sign_pk, update_bytes=[], extras=Extras(),
+        commitment=parent.header.model_hash, timestamp_ms=now - 1000,
+        target=expected_target(task, parent.header, chain),
+    )  # fmt: skip
+
+    def mined(**fields) -> bytes:
+        return seal_block(miner, search_nonce(dataclasses.replace(header, **fields)), [], Extras())
+
+    unmined = next(h for n in range(1000) if not meets_target((h := header.with_nonce(n)).hash, h.target))
+    cases = [
+        (mined(prev_hash=bytes(32)), "unknown_parent", "a parent nobody has"),
+        (mined(task_id=bytes(32)), "wrong_task", "another task id"),
+        (mined(height=2), "bad_height", "height 2 on genesis"),
+        (mined(target=header.target >> 1), "bad_target", "half the target the rule gives"),
+        (seal_block(miner, unmined, [], Extras()), "insufficient_work", "a nonce whose hash misses the target"),
+        (mined(miner=device.public.sign_pk), "bad_miner", "a header miner outside the miner set"),
+        (mined(timestamp_ms=parent.header.timestamp_ms - 1), "bad_timestamp", "older than its parent"),
+        (seal_block(device, search_nonce(header), [], Extras()), "bad_miner", "signed by another key than the miner's"),
+        (mined(merkle_root=bytes(32)), "bad_merkle_root", "a root that is not the body's"),
+        (mined(model_hash=bytes(32)), "bad_model_hash", "a model hash that is not the parent's model (no updates)"),
+    ]
+    return [{"kind": "block", "input": raw.hex(), "reason": reason, "note": note} for raw, reason, note in cases]
