@@ -33,6 +33,7 @@ from edge_sdk.protocol.task import ChainParams, MinerInfo, Task  # noqa: E402
 from edge_sdk.protocol.work import meets_target, target_for_hashes  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from chain_vectors import retarget_chain, state_negatives, sync_vectors  # noqa: E402
 from negative import block_negatives, message_negatives, update_negatives  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("protocol.json")
@@ -206,6 +207,7 @@ def generate() -> dict:
         base = result
 
     leaves = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
+    retarget, long_chain = retarget_chain(task, miner, genesis, T0)
     return {
         "description": "BlockFL Edge protocol v1 test vectors; see PROTOCOL.md. All byte strings are hex.",
         "signature": [_signed(genesis), _signed(certs[0]), _signed(updates[0]), _signed(block1)],
@@ -234,7 +236,10 @@ def generate() -> dict:
         "chain": {"genesis": genesis.hex(), "blocks": [block1.hex(), block2.hex()], "task_id": task.id.hex()},
         "negative": update_negatives(task, devices[0], certs[0], certs[1], g.hash, deltas[0], T0 + 1000)
         + message_negatives(task, miner, devices[0], g.header, g.model, s2.hash)
-        + block_negatives(task, miner, devices[0], MemoryChain(genesis), T0 + 5000),
+        + block_negatives(task, miner, devices[0], MemoryChain(genesis), T0 + 5000)
+        + state_negatives(task, coordinator, miner, devices, certs, [genesis, block1, block2], deltas[0], T0),
+        "retarget": retarget,
+        "sync": sync_vectors(task, miner, devices[0], coordinator, long_chain, T0),
     }
 
 
