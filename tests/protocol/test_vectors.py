@@ -25,8 +25,18 @@ def test_file_is_what_the_code_generates():
     fresh = gen.generate()
     assert json.loads(json.dumps(fresh)).keys() == VECTORS.keys()
     for key in VECTORS:
-        if key != "seal":  # sealed boxes use a random ephemeral key
-            assert json.loads(json.dumps(fresh[key], sort_keys=True)) == VECTORS[key], key
+        assert _without_sealed_boxes(key, fresh[key]) == _without_sealed_boxes(key, VECTORS[key]), key
+
+
+def _without_sealed_boxes(key: str, value):
+    """A vector less its sealed boxes, which use a random ephemeral key (their replay opens them)."""
+    value = json.loads(json.dumps(value, sort_keys=True))
+    if key == "seal":
+        for v in value:
+            v.pop("sealed")
+    if key == "enrolment":
+        value["miner"]["bundle"].pop("paillier.share.sealed")
+    return value
 
 
 def test_required_keys():

@@ -33,7 +33,9 @@ from edge_sdk.protocol.task import ChainParams, MinerInfo, Task  # noqa: E402
 from edge_sdk.protocol.work import meets_target, target_for_hashes  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from enrolment_vectors import enrolment_vectors  # noqa: E402
 from negative import block_negatives, message_negatives, update_negatives  # noqa: E402
+from paillier_vectors import paillier_vectors  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("protocol.json")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
@@ -235,6 +237,8 @@ def generate() -> dict:
         "negative": update_negatives(task, devices[0], certs[0], certs[1], g.hash, deltas[0], T0 + 1000)
         + message_negatives(task, miner, devices[0], g.header, g.model, s2.hash)
         + block_negatives(task, miner, devices[0], MemoryChain(genesis), T0 + 5000),
+        "paillier": paillier_vectors(T0),
+        "enrolment": enrolment_vectors(T0),
     }
 
 
