@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from edge_sdk.chain.rules import validate_genesis
+from edge_sdk.files import write_private
 from edge_sdk.protocol.cert import Certificate
 from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
 from edge_sdk.training.package import ModelPackage
@@ -43,8 +44,7 @@ def write_bundle(
     if model_dir is not None:
         shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
     if sealed_share is not None:
-        (out / SEALED_SHARE_FILE).write_bytes(sealed_share)
-        (out / SEALED_SHARE_FILE).chmod(0o600)
+        write_private(out / SEALED_SHARE_FILE, sealed_share)
     return out
 
 

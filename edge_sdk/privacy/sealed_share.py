@@ -11,9 +11,13 @@ from edge_sdk.privacy.threshold import KeyShare
 from edge_sdk.protocol import codec, envelope
 
 
-def seal_share(share: KeyShare, miner_box_pk: bytes) -> bytes:
+def share_plaintext(share: KeyShare) -> bytes:
     value = share.value.to_bytes((share.value.bit_length() + 7) // 8, "big")
-    return envelope.seal(miner_box_pk, codec.encode({"index": share.index, "share": value}))
+    return codec.encode({"index": share.index, "share": value})
+
+
+def seal_share(share: KeyShare, miner_box_pk: bytes) -> bytes:
+    return envelope.seal(miner_box_pk, share_plaintext(share))
 
 
 def open_share(sealed: bytes, box_key, task, sign_pk: bytes) -> KeyShare:

@@ -59,7 +59,7 @@ def _to_bytes(value: int, width: int) -> bytes:
     return int(value).to_bytes(width, "big")
 
 
-def _batch(key: ThresholdKey, index: int, ciphertexts: list[int], partials: list[int]) -> tuple[int, int]:
+def batch(key: ThresholdKey, index: int, ciphertexts: list[int], partials: list[int]) -> tuple[int, int]:
     """C = prod c_j^(e_j), P = prod c_{j,i}^(e_j) with exponents bound to every input."""
     width = key.element_bytes
     seed = hashlib.sha256(
@@ -81,11 +81,15 @@ def _challenge(key: ThresholdKey, index: int, big_c: int, big_p: int, a: int, b:
     return int.from_bytes(hashlib.sha256(CHALLENGE_DOMAIN + codec.encode(items)).digest(), "big")
 
 
-def prove(share: KeyShare, key: ThresholdKey, ciphertexts: list[int], partials: list[int]) -> Proof:
-    """Proof that `partials` are this share's partial decryptions of `ciphertexts`."""
-    big_c, big_p = _batch(key, share.index, ciphertexts, partials)
+def prove(
+    share: KeyShare, key: ThresholdKey, ciphertexts: list[int], partials: list[int], r: int | None = None
+) -> Proof:
+    """Proof that `partials` are this share's partial decryptions of `ciphertexts`. `r` (fresh random
+    by default) is fixed only by test vectors: a reused r gives the share away."""
+    big_c, big_p = batch(key, share.index, ciphertexts, partials)
     n2 = key.n2
-    r = secrets.randbits(key.response_bits - 1)  # 2^128 times more than e Delta s_i can reach: z hides the share
+    if r is None:  # 2^128 times more than e Delta s_i can reach: z hides the share
+        r = secrets.randbits(key.response_bits - 1)
     a = int(gmpy2.powmod(big_c, 4 * r, n2))
     b = int(gmpy2.powmod(key.v, r, n2))
     e = _challenge(key, share.index, big_c, big_p, a, b)
@@ -101,7 +105,7 @@ def verify(key: ThresholdKey, index: int, ciphertexts: list[int], partials: list
     n2 = key.n2
     if not all(0 < c < n2 and gmpy2.gcd(c, key.n) == 1 for c in partials):
         return False
-    big_c, big_p = _batch(key, index, ciphertexts, partials)
+    big_c, big_p = batch(key, index, ciphertexts, partials)
     e, z = proof.challenge, proof.response
     try:
         a = gmpy2.powmod(big_c, 4 * z, n2) * gmpy2.powmod(big_p, -2 * e, n2) % n2

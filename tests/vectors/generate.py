@@ -34,7 +34,9 @@ from edge_sdk.protocol.work import meets_target, target_for_hashes  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from chain_vectors import retarget_chain, state_negatives, sync_vectors  # noqa: E402
+from enrolment_vectors import enrolment_vectors  # noqa: E402
 from negative import block_negatives, message_negatives, update_negatives  # noqa: E402
+from paillier_vectors import paillier_negatives, paillier_vectors  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("protocol.json")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
@@ -237,9 +239,12 @@ def generate() -> dict:
         "negative": update_negatives(task, devices[0], certs[0], certs[1], g.hash, deltas[0], T0 + 1000)
         + message_negatives(task, miner, devices[0], g.header, g.model, s2.hash)
         + block_negatives(task, miner, devices[0], MemoryChain(genesis), T0 + 5000)
-        + state_negatives(task, coordinator, miner, devices, certs, [genesis, block1, block2], deltas[0], T0),
+        + state_negatives(task, coordinator, miner, devices, certs, [genesis, block1, block2], deltas[0], T0)
+        + paillier_negatives(T0),
         "retarget": retarget,
         "sync": sync_vectors(task, miner, devices[0], coordinator, long_chain, T0),
+        "paillier": paillier_vectors(T0),
+        "enrolment": enrolment_vectors(T0),
     }
 
 
