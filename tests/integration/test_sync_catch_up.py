@@ -2,8 +2,6 @@
 answer, so it has to ask again), and an answer on its reply topic that a miner did not sign is
 refused even when the broker let it through (a miner's account relaying someone else's answer)."""
 
-import threading
-
 import pytest
 from testbed import Testbed
 
@@ -38,23 +36,10 @@ def prebuilt_chain(bed: Testbed) -> list[bytes]:
     return raws
 
 
-def wait_online(bed: Testbed, i: int) -> None:
-    """Until miner i's retained `online`: it is subscribed (it publishes that only after subscribing)."""
-    watcher = bed.client(*bed.observer)
-    online = threading.Event()
-    topic = bed.topics.presence(bed.task.miners[i].node_id)
-    watcher.c.on_message = lambda c, u, m: online.set() if m.topic == topic and m.payload == b"online" else None
-    watcher.subscribe(topic)
-    try:
-        assert online.wait(30), f"m{i} did not come online"
-    finally:
-        watcher.close()
-
-
 def test_a_miner_75_blocks_behind_catches_up_and_refuses_answers_not_signed_by_a_miner(bed):
     raws = prebuilt_chain(bed)
     bed.start_miner(1)
-    wait_online(bed, 1)
+    bed.wait_online([bed.task.miners[1].node_id])
     relay = bed.client(*bed.credentials("m2"))
     reply_to_m1 = bed.topics.reply(bed.task.miners[1].node_id)
     outsider = Identity.generate()  # not in the miner set: its answer carries valid blocks all the same

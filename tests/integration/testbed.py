@@ -215,6 +215,23 @@ class Testbed:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}")
 
+    def wait_online(self, node_ids: list[str], timeout: float = 30) -> None:
+        """Until each node's retained presence is `online`: a node publishes it only after its
+        subscriptions are in place, so from then on messages to it are delivered."""
+        watcher = Client(self.port, *self.observer)
+        topics = {self.topics.presence(n) for n in node_ids}
+        try:
+            for topic in topics:
+                watcher.subscribe(topic)
+            deadline = time.monotonic() + timeout
+            while {t for t, p in list(watcher.messages) if t in topics and p == b"online"} != topics:
+                assert time.monotonic() < deadline, f"not online within {timeout} s: {sorted(topics)}"
+                for name, p in self.processes.items():
+                    assert p.poll() is None, f"{name} exited: {(self.root / f'{name}.log').read_text()[-2000:]}"
+                time.sleep(0.05)
+        finally:
+            watcher.close()
+
     def client(self, username: str, password: str, port: int | None = None) -> Client:
         """A client of the core broker, or of another (`port`: the regional one is `device_port`)."""
         return Client(port or self.port, username, password)
