@@ -357,6 +357,7 @@ class Client:
         self.properties: list = []  # of each message, in the order of `messages`
         self.acks: dict[int, int] = {}
         self.lock = threading.Lock()
+        self.received = threading.Condition(self.lock)  # notified on each message and acknowledgement
         self.connected = threading.Event()
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -368,7 +369,7 @@ class Client:
             self.c.tls_set(ca_certs=str(ca_file))
         self.c.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else self.connected.set()
         self.c.on_message = lambda c, u, m: self._got(m.topic, bytes(m.payload), m.properties)
-        self.c.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
+        self.c.on_publish = lambda c, u, mid, rc, p: self._acked(mid, rc.value)
         self.c.connect(host, port)
         self.c.loop_start()
         assert self.connected.wait(5), "could not connect"
@@ -377,6 +378,17 @@ class Client:
         with self.lock:
             self.messages.append((topic, payload))
             self.properties.append(properties)
+            self.received.notify_all()
+
+    def _acked(self, mid: int, reason: int) -> None:
+        with self.lock:
+            self.acks[mid] = reason
+            self.received.notify_all()
+
+    def wait_for(self, match, timeout: float) -> bool:
+        """Until a message received so far satisfies `match(topic, payload)`; False after `timeout` s."""
+        with self.lock:
+            return self.received.wait_for(lambda: any(match(t, p) for t, p in self.messages), timeout)
 
     def subscribe(self, topic: str) -> None:
         done = threading.Event()
@@ -384,13 +396,12 @@ class Client:
         self.c.subscribe(topic, qos=1)
         assert done.wait(5)
 
-    def publish(self, topic: str, payload: bytes, timeout: float = 5, properties=None) -> int:
+    def publish(self, topic: str, payload: bytes, timeout: float = 5, properties=None, retain: bool = False) -> int:
         """Publish QoS 1 and return the PUBACK reason code (0 = accepted, 0x87 = not authorized)."""
-        info = self.c.publish(topic, payload, qos=1, properties=properties)
-        deadline = time.monotonic() + timeout
-        while info.mid not in self.acks and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.acks.get(info.mid, -1)
+        info = self.c.publish(topic, payload, qos=1, properties=properties, retain=retain)
+        with self.lock:
+            self.received.wait_for(lambda: info.mid in self.acks, timeout)
+            return self.acks.get(info.mid, -1)
 
     def close(self) -> None:
         self.c.disconnect()
