@@ -306,6 +306,28 @@ def reserve_port() -> socket.socket:
     raise RuntimeError("no free loopback port below the ephemeral range")
 
 
+def connack(
+    port: int, username: str, password: str, timeout: float = 5, host: str = "127.0.0.1", ca_file: Path | None = None
+) -> int:
+    """The reason code of the broker's CONNACK to an MQTT 5 CONNECT with these credentials (0 success,
+    0x87 not authorized: Mosquitto 2.0's answer to a wrong password or an unknown user); -1 if none.
+    `ca_file`: over TLS, checking the broker's certificate for `host`."""
+    answered, codes = threading.Event(), []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"connack-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
+    c.username_pw_set(username, password)
+    if ca_file:
+        c.tls_set(ca_certs=str(ca_file))
+    c.on_connect = lambda client, u, f, rc, p: (codes.append(rc.value), answered.set())
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        answered.wait(timeout)
+        return codes[0] if codes else -1
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 def wait_across(sender: Client, receiver: Client, topic: str, timeout: float = 15) -> float:
     """Publish on `topic` through `sender` (non-retained, every 0.1 s) until `receiver`, a client of
     another broker, gets it; returns the seconds it took. The bridge subscribed on the core before it
