@@ -19,13 +19,13 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def bed(tmp_path):
-    bed = Testbed(tmp_path, miners=3, devices=1, min_updates=5, max_wait_ms=600_000)  # nobody mines
+    bed = Testbed(tmp_path, miners=2, devices=1, min_updates=5, max_wait_ms=600_000)  # nobody mines
     yield bed
     bed.close()
 
 
-def test_an_update_sent_to_one_miner_is_admitted_by_the_others(bed):
-    for i in range(3):
+def test_an_update_sent_to_one_miner_is_admitted_by_the_other(bed):
+    for i in range(2):
         bed.start_miner(i)
     bed.wait_online([m.node_id for m in bed.task.miners])
     device = bed.device_ids[0]
@@ -38,9 +38,9 @@ def test_an_update_sent_to_one_miner_is_admitted_by_the_others(bed):
     assert d0.publish(bed.topics.update(m0.node_id, device.public.node_id), envelope.seal(m0.box_pk, update)) == 0
     d0.close()
     accepted = lambda i: bed.metrics(i).get("counters", {}).get("updates_accepted", 0)
-    bed.wait(lambda: [accepted(i) for i in range(3)] == [1, 1, 1], 30, "every miner to admit the update")
+    bed.wait(lambda: [accepted(i) for i in range(2)] == [1, 1], 30, "both miners to admit the update")
     digest = hashlib.sha256(update).digest()
-    for i in range(3):
+    for i in range(2):
         admitted, refused = read_audit(bed.root / f"m{i}" / "chain.db")
         assert [row[0] for row in admitted] == [digest] and refused == [], f"m{i}"
         assert bed.metrics(i)["rejections"] == {}, f"m{i}"
