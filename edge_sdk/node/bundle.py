@@ -57,14 +57,19 @@ class Bundle:
         _, self.task = validate_genesis(self.genesis)
         self.cert_raw = (self.directory / CERT_FILE).read_bytes()
         self.cert = Certificate.parse(self.cert_raw, self.task)
+        self._check_files(self.directory / MODEL_DIR)
         self.package = ModelPackage.load(self.directory / MODEL_DIR)
         self.broker = BrokerConfig.load(self.directory / BROKER_FILE)
-        self._check_package()
+        self._check_initial_model()
 
-    def _check_package(self) -> None:
+    def _check_files(self, model_dir: Path) -> None:
+        """Each package file against the SHA-256 the task commits to, before any is parsed: a changed
+        byte anywhere (the manifest's first one too) is refused by name, not as a parse error."""
         for name, digest in self.task.model_files.items():
-            if hashlib.sha256((self.package.directory / name).read_bytes()).digest() != digest:
+            if hashlib.sha256((model_dir / name).read_bytes()).digest() != digest:
                 raise ValueError(f"model package file {name} differs from the one the task commits to")
+
+    def _check_initial_model(self) -> None:
         frac = self.task.chain.frac_bits
         initial = to_fixed(self.package.initial_params(), frac)
         if model_hash(initial, frac) != model_hash(self.task.initial_model, frac):

@@ -155,3 +155,26 @@ def test_chain_verify_usage_errors(tmp_path):
     assert blockfl("chain", "verify", "--help").returncode == 0
     missing = blockfl("chain", "verify", str(tmp_path / "none.db"))
     assert missing.returncode == 2 and "no chain database" in missing.stderr
+
+
+def test_equal_work_siblings_give_the_lower_hash_tip_in_either_arrival_order(fed, tmp_path):
+    """Fork choice on equal cumulative work is the lower block hash, not the first block seen: two
+    stores fed the same two siblings in opposite orders end on the same tip (and a light one too)."""
+    chain = fed.chain()
+    genesis = chain.tip
+    siblings = [fed.block(chain, parent=genesis, updates=[fed.update(i, genesis.hash)]) for i in range(2)]
+    states = [chain.add(raw) for raw in siblings]
+    assert states[0].cumwork == states[1].cumwork and states[0].hash != states[1].hash
+    lower = min(s.hash for s in states)
+    for name, order in (("ab", siblings), ("ba", siblings[::-1])):
+        store = ChainStore(tmp_path / f"{name}.db", fed.genesis)
+        first, moved = store.add(order[0])
+        assert moved and store.tip.hash == first.hash
+        second, moved = store.add(order[1])
+        assert moved == (second.hash == lower)
+        assert store.tip.hash == lower, f"arrival order {name} decided the tip"
+        store.close()
+        memory = fed.chain()
+        for raw in order:
+            memory.add(raw)
+        assert memory.tip.hash == lower, f"arrival order {name} decided the in-memory tip"

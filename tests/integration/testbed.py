@@ -215,6 +215,23 @@ class Testbed:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}")
 
+    def wait_online(self, node_ids: list[str], timeout: float = 30) -> None:
+        """Until each node's retained presence is `online`: a node publishes it only after its
+        subscriptions are in place, so from then on messages to it are delivered."""
+        watcher = Client(self.port, *self.observer)
+        topics = {self.topics.presence(n) for n in node_ids}
+        try:
+            for topic in topics:
+                watcher.subscribe(topic)
+            deadline = time.monotonic() + timeout
+            while {t for t, p in list(watcher.messages) if t in topics and p == b"online"} != topics:
+                assert time.monotonic() < deadline, f"not online within {timeout} s: {sorted(topics)}"
+                for name, p in self.processes.items():
+                    assert p.poll() is None, f"{name} exited: {(self.root / f'{name}.log').read_text()[-2000:]}"
+                time.sleep(0.05)
+        finally:
+            watcher.close()
+
     def client(self, username: str, password: str, port: int | None = None) -> Client:
         """A client of the core broker, or of another (`port`: the regional one is `device_port`)."""
         return Client(port or self.port, username, password)
@@ -289,6 +306,28 @@ def reserve_port() -> socket.socket:
     raise RuntimeError("no free loopback port below the ephemeral range")
 
 
+def connack(
+    port: int, username: str, password: str, timeout: float = 5, host: str = "127.0.0.1", ca_file: Path | None = None
+) -> int:
+    """The reason code of the broker's CONNACK to an MQTT 5 CONNECT with these credentials (0 success,
+    0x87 not authorized: Mosquitto 2.0's answer to a wrong password or an unknown user); -1 if none.
+    `ca_file`: over TLS, checking the broker's certificate for `host`."""
+    answered, codes = threading.Event(), []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"connack-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
+    c.username_pw_set(username, password)
+    if ca_file:
+        c.tls_set(ca_certs=str(ca_file))
+    c.on_connect = lambda client, u, f, rc, p: (codes.append(rc.value), answered.set())
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        answered.wait(timeout)
+        return codes[0] if codes else -1
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 def wait_across(sender: Client, receiver: Client, topic: str, timeout: float = 15) -> float:
     """Publish on `topic` through `sender` (non-retained, every 0.1 s) until `receiver`, a client of
     another broker, gets it; returns the seconds it took. The bridge subscribed on the core before it
@@ -340,6 +379,7 @@ class Client:
         self.properties: list = []  # of each message, in the order of `messages`
         self.acks: dict[int, int] = {}
         self.lock = threading.Lock()
+        self.received = threading.Condition(self.lock)  # notified on each message and acknowledgement
         self.connected = threading.Event()
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -351,7 +391,7 @@ class Client:
             self.c.tls_set(ca_certs=str(ca_file))
         self.c.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else self.connected.set()
         self.c.on_message = lambda c, u, m: self._got(m.topic, bytes(m.payload), m.properties)
-        self.c.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
+        self.c.on_publish = lambda c, u, mid, rc, p: self._acked(mid, rc.value)
         self.c.connect(host, port)
         self.c.loop_start()
         assert self.connected.wait(5), "could not connect"
@@ -360,6 +400,17 @@ class Client:
         with self.lock:
             self.messages.append((topic, payload))
             self.properties.append(properties)
+            self.received.notify_all()
+
+    def _acked(self, mid: int, reason: int) -> None:
+        with self.lock:
+            self.acks[mid] = reason
+            self.received.notify_all()
+
+    def wait_for(self, match, timeout: float) -> bool:
+        """Until a message received so far satisfies `match(topic, payload)`; False after `timeout` s."""
+        with self.lock:
+            return self.received.wait_for(lambda: any(match(t, p) for t, p in self.messages), timeout)
 
     def subscribe(self, topic: str) -> None:
         done = threading.Event()
@@ -367,13 +418,12 @@ class Client:
         self.c.subscribe(topic, qos=1)
         assert done.wait(5)
 
-    def publish(self, topic: str, payload: bytes, timeout: float = 5, properties=None) -> int:
+    def publish(self, topic: str, payload: bytes, timeout: float = 5, properties=None, retain: bool = False) -> int:
         """Publish QoS 1 and return the PUBACK reason code (0 = accepted, 0x87 = not authorized)."""
-        info = self.c.publish(topic, payload, qos=1, properties=properties)
-        deadline = time.monotonic() + timeout
-        while info.mid not in self.acks and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.acks.get(info.mid, -1)
+        info = self.c.publish(topic, payload, qos=1, properties=properties, retain=retain)
+        with self.lock:
+            self.received.wait_for(lambda: info.mid in self.acks, timeout)
+            return self.acks.get(info.mid, -1)
 
     def close(self) -> None:
         self.c.disconnect()

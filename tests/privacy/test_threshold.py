@@ -1,6 +1,7 @@
 """Threshold Paillier: t shares open exactly an aggregate, fewer open nothing, and every node checks
 every partial decryption and every block's opening of its parent."""
 
+import dataclasses
 import functools
 import secrets
 
@@ -10,14 +11,19 @@ from conftest import make_federation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.miner.admission import admit
 from coordinator.miner.assembly import build_block
 from coordinator.task.dealer import deal, safe_prime
+from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.opening import encrypted_aggregate
+from edge_sdk.chain.rules import validate_genesis
 from edge_sdk.clock import now_ms
 from edge_sdk.privacy import paillier, threshold
 from edge_sdk.privacy.sealed_share import open_share, seal_share
+from edge_sdk.protocol import envelope
 from edge_sdk.protocol import packing as slots
-from edge_sdk.protocol.block import Update, make_update
+from edge_sdk.protocol.block import Update, make_genesis, make_update
+from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.decryption import DecryptionRules, PartialDecryption, ThresholdKey, make_partial, parse_partial
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.identity import Identity
@@ -108,8 +114,6 @@ def paillier_federation(least: int = 2):
     from dataclasses import replace
 
     from edge_sdk.protocol.aggregation_rule import AggregationRule
-    from edge_sdk.protocol.block import make_genesis
-    from edge_sdk.protocol.cert import issue_certificate
 
     task = replace(fed.task, privacy=privacy, aggregation=AggregationRule(weight_cap=0))
     fed.task, fed.genesis = task, make_genesis(fed.coordinator, task)
@@ -316,3 +320,54 @@ def test_a_share_holder_opens_one_update_set_per_base_and_a_second_only_when_stu
     assert holder.claim(b1, b"\x08" * 32, digests[:3])  # another base is another round
     reopened = ShareHolder(Database(tmp_path / "m.db"), fed.shares[0], fed.task)  # choices survive a restart
     assert not reopened.claim(b1, base, digests[1:5], stuck=True) and reopened.claim(b1, base, s1)
+
+
+def test_every_node_refuses_a_certificate_quota_above_the_paillier_max_quota():
+    """Headroom covers max_updates updates at max_quota samples: a certificate granting more could
+    overflow a slot (and void every device's round), so the update's own parse refuses it, even
+    when the update claims few samples."""
+    fed = paillier_federation()
+    chain = fed.chain()
+    genesis = chain.tip
+    packing = fed.task.privacy.packing
+    fed.certs[3] = issue_certificate(
+        fed.coordinator, fed.task, fed.devices[3].public, quota=packing.max_quota + 1, expires_ms=now_ms() + 3_600_000
+    )
+    over = encrypted_update(fed, 3, genesis.hash, samples=100)
+    with pytest.raises(ProtocolError, match="max_quota") as info:
+        Update.parse(over, fed.task)
+    assert info.value.reason is Reason.OVER_QUOTA
+    verdict = admit(
+        envelope.seal(fed.miner.public.box_pk, over),
+        box_key=fed.miner.box_key,
+        task=fed.task,
+        tip=genesis,
+        now_ms=now_ms(),
+        revoked=set(),
+        seen=lambda _: False,
+        devices_in_round=set(),
+    )
+    assert not verdict.admitted and verdict.error.reason is Reason.OVER_QUOTA
+    honest = [encrypted_update(fed, i, genesis.hash) for i in range(2)]
+    assert reason_of(lambda: chain.add(mine(fed, chain, genesis, [*honest, over]))) is Reason.OVER_QUOTA
+    # at exactly max_quota the same update is valid
+    fed.certs[3] = issue_certificate(
+        fed.coordinator, fed.task, fed.devices[3].public, quota=packing.max_quota, expires_ms=now_ms() + 3_600_000
+    )
+    assert Update.parse(encrypted_update(fed, 3, genesis.hash, samples=100), fed.task).cert.quota == packing.max_quota
+
+
+def test_every_node_refuses_a_manifest_whose_max_updates_exceeds_the_paillier_headroom():
+    """chain.max_updates above packing.max_updates: a full block's slot sums could carry. Every node
+    reads the task from genesis, so genesis validation refuses it (and the miner set-up with it)."""
+    fed = paillier_federation()
+    packing = fed.task.privacy.packing
+    fits = dataclasses.replace(fed.task.chain, max_updates=packing.max_updates)
+    too_many = dataclasses.replace(fed.task.chain, max_updates=packing.max_updates + 1)
+    assert validate_genesis(make_genesis(fed.coordinator, dataclasses.replace(fed.task, chain=fits)))[1].chain == fits
+    genesis = make_genesis(fed.coordinator, dataclasses.replace(fed.task, chain=too_many))
+    with pytest.raises(ProtocolError, match="Paillier headroom") as info:
+        validate_genesis(genesis)
+    assert info.value.reason is Reason.BAD_BODY
+    with pytest.raises(ProtocolError, match="Paillier headroom"):
+        MemoryChain(genesis)

@@ -5,7 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
+from edge_sdk.protocol import envelope
+from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.identity import Identity, node_id
 
 
@@ -57,7 +61,33 @@ def test_help_is_available():
 
 def test_identity_signs_and_boxes():
     identity = Identity.from_seed(b"x")
+    other = Identity.from_seed(b"y")
     assert identity.public == Identity.from_seed(b"x").public
-    assert identity.public != Identity.from_seed(b"y").public
+    assert identity.public != other.public
+    # signs: the signature verifies under its own public key only, and only for the signed message
+    message = b"a message to sign"
+    signature = identity.sign(message)
+    assert len(signature) == 64
+    assert VerifyKey(identity.public.sign_pk).verify(message, signature) == message
+    with pytest.raises(BadSignatureError):
+        VerifyKey(other.public.sign_pk).verify(message, signature)
+    with pytest.raises(BadSignatureError):
+        VerifyKey(identity.public.sign_pk).verify(b"another message", signature)
+    # signed envelopes: open under the signer's key; a changed signer byte fails with bad_signature
+    wire = envelope.sign(identity, "cert", {"k": 1})
+    assert envelope.open_envelope(wire).signer == identity.public.sign_pk
+    forged = bytearray(wire)
+    at = bytes(wire).index(identity.public.sign_pk)
+    forged[at] ^= 1
+    with pytest.raises(ProtocolError) as info:
+        envelope.open_envelope(bytes(forged))
+    assert info.value.reason is Reason.BAD_SIGNATURE
+    # boxes: sealed to the public box key, opened by its private key only
+    sealed = envelope.seal(identity.public.box_pk, message)
+    assert message not in sealed
+    assert envelope.unseal(identity.box_key, sealed) == message
+    with pytest.raises(ProtocolError) as info:
+        envelope.unseal(other.box_key, sealed)
+    assert info.value.reason is Reason.BAD_SEAL
     with pytest.raises(FileNotFoundError):
         Identity.load("/nonexistent/identity")
