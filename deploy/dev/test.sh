@@ -16,4 +16,9 @@ if [ "$status" -eq 5 ]; then
     echo "test.sh: pytest collected no tests; that is a failure" >&2
     exit 1
 fi
+# A short mutation run on the trust-critical functions the last commit changed (docs/testing.md);
+# it reports kill rates and survivors and does not decide the run's status.
+if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
+    timeout 900 .venv/bin/python deploy/dev/mutation.py --changed || echo "test.sh: the mutation run did not finish" >&2
+fi
 exit "$status"
