@@ -60,12 +60,22 @@ def test_balances_of_a_small_chain_are_the_hand_computed_ones():
         ],
     )
     assert Block.parse(b1, 1 << 30).extras.excluded == (3,)
-    # B2 by m1: claims 10 and 30, lower median 10, cap 20: weights 10, 20. Two aggregated: m1 earns
-    # nothing. It carries double-update evidence against d5 (two updates on one base).
+    # B2 by m1: claims 10, 30 and 5 (d3, poisoned again: excluded), lower median 10, cap 20: weights
+    # 10, 20. Three updates but two aggregated: m1 earns nothing (updates minus exclusions count).
+    # It carries double-update evidence against d5 (two updates on one base).
     base = chain.tip.base
     double = tuple(sorted([fed.update(5, base, seed=1), fed.update(5, base, seed=2)], key=lambda r: sha256(r).digest()))
     accuse_d5 = Evidence("double-update", double)
-    mine(m1, [fed.update(0, base, samples=10), fed.update(4, base, samples=30)], [accuse_d5])
+    b2 = mine(
+        m1,
+        [
+            fed.update(0, base, samples=10),
+            fed.update(4, base, samples=30),
+            fed.update(3, base, samples=5, delta=poison),
+        ],
+        [accuse_d5],
+    )
+    assert Block.parse(b2, 1 << 30).extras.excluded == (2,)
     # B3 by m0: claims 200 each (cap 400): weights 200. m0 earns 7. It carries d5's evidence again
     # (its deposit goes once) and m1's invalid sibling block (m1 convicted).
     base = chain.tip.base
