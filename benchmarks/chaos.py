@@ -33,7 +33,7 @@ import numpy as np
 
 from coordinator.emulator.data import load, shards
 from coordinator.emulator.layout import Layout
-from coordinator.emulator.processes import Federation, Process, device_args, miner_args
+from coordinator.emulator.processes import Federation, Process, miner_args
 from coordinator.miner.pool import read_audit
 from coordinator.task import broker as local_broker
 from coordinator.task.setup import enroll_device, enroll_miner, init_task
@@ -53,6 +53,15 @@ ROUND_WAIT_S = 30  # the longest wait for a new round in progress before a kill
 ACCOUNT_S = 15  # how long a delivered update may take to reach a miner once the kills are over
 SETTLE_S = 180  # reserved at the end of --max-seconds for settling
 POLL_S = 0.2
+
+
+def device_args(layout: Layout, i: int, miner_index: int) -> list[str]:
+    """`blockfl-device run` as a process of its own (the emulator's worker processes hold many agents;
+    here each device must be killed alone)."""
+    d = layout.device(i)
+    return ["-m", "edge_sdk.cli", "run", "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
+            "--data", str(d / "data.npz"), "--state", str(layout.device_state(i)), "--miner-index", str(miner_index),
+            "--backend", "portable"]  # fmt: skip
 
 
 class Campaign:
