@@ -281,24 +281,22 @@ class Device(Node):
         self._deliver()
 
     def _deliver(self) -> None:
-        """Publish the held update if it is due, still for the tip, and the miner is online."""
+        """Drop the held update once stale; publish it if due and the miner is online."""
         box = self.outbox
-        if not box.ready(time.monotonic()):
+        if box.update is not None and box.base != self.store.tip.base:
+            box.drop()  # an outcome: the round closed (with it or without it); the next training replaces it
             return
-        if box.base != self.store.tip.base:
-            box.drop()  # stale: the round closed (with it or without it); the next training replaces it
-            return
-        if not self.online[self.miner.node_id]:
+        if not box.ready(time.monotonic()) or not self.online[self.miner.node_id]:
             return  # on_presence delivers it when a miner is online
         sealed = envelope.seal(self.miner.box_pk, box.update)
         try:
-            box.in_flight = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
+            box.published(self.publish(self.topics.update(self.miner.node_id, self.me), sealed))
         except MessageTooLarge as exc:
             event(log, logging.ERROR, "update too large", detail=str(exc))
             box.drop()
             return
         self.count("updates_sent")
-        if box.resends:
+        if box.sends > 1:
             self.count("updates_resent")
         self.timeline.mark("sent", digest=box.digest)
 

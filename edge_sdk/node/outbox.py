@@ -46,7 +46,7 @@ class Outbox:
         self.base: bytes | None = None
         self.in_flight: int | None = None  # its message id while the broker has not acknowledged it
         self.due = 0.0  # monotonic time from which it may be published (again)
-        self.resends = 0
+        self.sends = self.acks = 0
 
         def parse_update(raw: bytes) -> Update:
             update = Update.parse(raw, task)  # signature included: a foreign or forged file is damaged too
@@ -83,7 +83,7 @@ class Outbox:
         write_atomic(self.path, update)
         write_atomic(self.signed_path, base)
         self.update, self.base, self.signed_for = update, base, base
-        self.in_flight, self.due, self.resends = None, 0.0, 0
+        self.in_flight, self.due, self.sends, self.acks = None, 0.0, 0, 0
 
     def drop(self) -> None:
         """An outcome (or a stale base): nothing more to send."""
@@ -92,6 +92,10 @@ class Outbox:
 
     def ready(self, now: float) -> bool:
         return self.update is not None and self.in_flight is None and now >= self.due
+
+    def published(self, mid: int) -> None:
+        self.in_flight = mid
+        self.sends += 1
 
     def send_now(self) -> None:
         """A reconnect or another miner: publish at once (whatever was on its way may be lost)."""
@@ -102,8 +106,8 @@ class Outbox:
 
     def acknowledged(self) -> None:
         """The broker has it: wait for an outcome, then publish again (the wait doubles each time)."""
-        self.retry_in(self.resend_after_s * min(MAX_BACKOFF, 2**self.resends))
-        self.resends += 1
+        self.retry_in(self.resend_after_s * min(MAX_BACKOFF, 2**self.acks))
+        self.acks += 1
 
 
 def _hash(text: object) -> bytes | None:
