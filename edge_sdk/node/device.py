@@ -283,8 +283,8 @@ class Device(Node):
     def _deliver(self) -> None:
         """Drop the held update once stale; publish it if due and the miner is online."""
         box = self.outbox
-        if box.update is not None and box.base != self.store.tip.base:
-            box.drop()  # an outcome: the round closed (with it or without it); the next training replaces it
+        if box.update is not None and box.in_flight is None and box.base != self.store.tip.base:
+            box.drop()  # an outcome: the round closed (with or without it); (in flight: once the PUBACK is logged)
             return
         if not box.ready(time.monotonic()) or not self.online[self.miner.node_id]:
             return  # on_presence delivers it when a miner is online
