@@ -1,16 +1,21 @@
-"""Fault campaign (issue 10): a real federation on 127.0.0.1 (3 miners, 6 devices, one Mosquitto with
-auth and ACL, scikit-learn digits split as `blockfl emulate` splits them) in which a random victim (a
-miner, the broker or a device) is SIGKILLed mid-round, --kills times, and restarted after a short
+"""Fault campaign (issues 10 and 17): a real federation on 127.0.0.1 (3 miners, 6 devices, one Mosquitto
+with auth and ACL, scikit-learn digits split as `blockfl emulate` splits them) in which a random victim
+(a miner, the broker or a device) is SIGKILLed mid-round, --kills times, and restarted after a short
 random pause with the same arguments (the broker on the same port, config and persistence directory).
+Every fourth kill is aimed instead: a miner is restarted holding each device update in its handler
+(BLOCKFL_FAULT_HOLD_UPDATE_MS, coordinator/miner/faults.py) and SIGKILLed while it holds one, i.e.
+after the broker acknowledged the update to its device and before the pool commit, then restarted
+normally.
 
 Then the federation settles: at a moment every node holds the same tip the devices are frozen (SIGSTOP,
 so no new update starts a round), the miners stop (SIGTERM) once every delivered update has reached one
 and no block can come, then the devices (SIGTERM, SIGCONT). Every update a device got a PUBACK for (its
-delivered.jsonl) is accounted for from the miners' audit tables (coordinator/miner/pool.py): admitted,
-refused (by reason), or LOST (acknowledged by the broker, then neither admitted nor refused by any
-miner). Admitted ones are on the final best chain, superseded (their round closed without them),
-orphaned (their base left the best chain) or open (their base is the final tip). Every chain is
-replayed with `chain verify`. Exit status 1 if anything was LOST, the chains diverge or one fails.
+delivered.jsonl) is accounted for from the miners' audit tables (chaos_accounting.py): admitted,
+refused (by reason), SILENT (acknowledged by the broker, then neither admitted nor refused by any
+miner) or LOST (admitted in time by the miner that closed its round, and left out). Admitted ones
+are on the final best chain, superseded (their round closed without them), orphaned (their base
+left the best chain) or open (their base is the final tip). Every chain is replayed with `chain
+verify`. Exit status 1 if anything was SILENT or LOST, the chains diverge or one fails.
 
     .venv/bin/python benchmarks/chaos.py --kills 20 --seed 1
 """
@@ -18,7 +23,6 @@ replayed with `chain verify`. Exit status 1 if anything was LOST, the chains div
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import signal
@@ -30,10 +34,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from chaos_accounting import Audit, account, describe, kill_summary, print_summary
 
 from coordinator.emulator.data import load, shards
 from coordinator.emulator.layout import Layout
-from coordinator.emulator.processes import Federation, Process, device_args, miner_args
+from coordinator.emulator.processes import Federation, Process, miner_args
+from coordinator.miner.faults import HOLD_UPDATE_ENV
 from coordinator.miner.pool import read_audit
 from coordinator.task import broker as local_broker
 from coordinator.task.setup import enroll_device, enroll_miner, init_task
@@ -42,7 +48,6 @@ from edge_sdk.chain.store import ChainStore, StoredChain
 from edge_sdk.clock import now_ms
 from edge_sdk.node.device import CHAIN_FILE
 from edge_sdk.node.status import DeliveryLog
-from edge_sdk.protocol import codec
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import RoundRules, TrainingParams
 
@@ -53,6 +58,18 @@ ROUND_WAIT_S = 30  # the longest wait for a new round in progress before a kill
 ACCOUNT_S = 15  # how long a delivered update may take to reach a miner once the kills are over
 SETTLE_S = 180  # reserved at the end of --max-seconds for settling
 POLL_S = 0.2
+IN_HANDLER_EVERY = 4  # every fourth kill is aimed between the broker's acknowledgement and the pool commit
+HOLD_MS = 30_000  # how long the aimed miner holds an update in its handler (it dies long before)
+HELD = "fault injection: holding an update"
+
+
+def device_args(layout: Layout, i: int, miner_index: int) -> list[str]:
+    """`blockfl-device run` as a process of its own (the emulator's worker processes hold many agents;
+    here each device must be killed alone)."""
+    d = layout.device(i)
+    return ["-m", "edge_sdk.cli", "run", "--bundle", str(d / "bundle"), "--identity", str(d / "identity"),
+            "--data", str(d / "data.npz"), "--state", str(layout.device_state(i)), "--miner-index", str(miner_index),
+            "--backend", "portable"]  # fmt: skip
 
 
 class Campaign:
@@ -66,6 +83,7 @@ class Campaign:
         self.lives: Counter = Counter()
         self.kills: list[dict] = []
         self.crashes: list[str] = []
+        self.miner_keys: list[bytes] = []
         self.last_tip: str | None = None  # the miners' tip at the last kill
         self.started, self.started_ms = time.monotonic(), now_ms()
 
@@ -82,6 +100,7 @@ class Campaign:
         miner_ids = [Identity.from_seed(b"chaos-%d-miner-%d" % (seed, i)) for i in range(MINERS)]
         for i, identity in enumerate(miner_ids):
             identity.save(layout.miner(i) / "identity")
+        self.miner_keys = [m.public.sign_pk for m in miner_ids]
         task = init_task(
             layout.task.path,
             miners=[m.public for m in miner_ids],
@@ -112,7 +131,7 @@ class Campaign:
     def proc(self, name: str) -> Process | None:
         return next((p for p in self.fed.processes if p.name == name), None)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
         """Start (or restart) one node or the broker; a node's earlier logs are kept as NAME.lifeN.log."""
         self.lives[name] += 1
         if name == "broker":
@@ -128,7 +147,7 @@ class Campaign:
         if old is not None:
             self.fed.processes.remove(old)
             old.log.rename(old.log.with_name(f"{name}.life{self.lives[name] - 1}.log"))
-        self.fed.spawn(name, self.args[name])
+        self.fed.spawn(name, self.args[name], env)
 
     def kill(self, name: str) -> None:
         popen = self.fed.broker if name == "broker" else self.proc(name).popen
@@ -150,21 +169,15 @@ class Campaign:
             self.start(name)
 
     # --- what the nodes wrote ---
-    def audit(self) -> tuple[dict[bytes, dict], dict[bytes, list[tuple[int, str]]]]:
-        """Admitted (digest -> base, device, miners) and refused (digest -> [(miner, reason)]), over every miner."""
-        admitted: dict[bytes, dict] = {}
-        refused: dict[bytes, list[tuple[int, str]]] = {}
+    def audit(self) -> Audit:
+        """What every miner admitted and refused (its audit tables), over every miner."""
+        audit = Audit()
         for i in range(MINERS):
             try:
-                rows, refusals = read_audit(self.layout.miner_db(i))
+                audit.add(i, *read_audit(self.layout.miner_db(i)))
             except (sqlite3.Error, OSError):
                 continue  # not created yet
-            for digest, base, device, ms in rows:
-                entry = admitted.setdefault(digest, {"base": base, "device": device, "miners": set(), "ms": ms})
-                entry["miners"].add(i)
-            for digest, reason, _ in refusals:
-                refused.setdefault(digest, []).append((i, reason))
-        return admitted, refused
+        return audit
 
     def delivered(self) -> dict[bytes, dict]:
         """Every update a device got a PUBACK for: digest -> device, base, ms (the first acknowledgement)."""
@@ -178,13 +191,13 @@ class Campaign:
 
     def unaccounted(self, since_ms: int) -> list[bytes]:
         """Delivered, neither admitted nor refused yet, and younger than ACCOUNT_S (counted from `since_ms`)."""
-        admitted, refused = self.audit()
         now = now_ms()
-        return [
-            d
-            for d, e in self.delivered().items()
-            if d not in admitted and d not in refused and now - max(e["ms"], since_ms) < ACCOUNT_S * 1000
-        ]
+        return [d for d, e in self.unhandled().items() if now - max(e["ms"], since_ms) < ACCOUNT_S * 1000]
+
+    def unhandled(self) -> dict[bytes, dict]:
+        """Updates the broker acknowledged that no miner has admitted or refused yet."""
+        audit = self.audit()
+        return {d: e for d, e in self.delivered().items() if not audit.handled(d)}
 
     # --- the campaign ---
     def wait_round(self, last_tip: str | None, until: float) -> tuple[str | None, int, int]:
@@ -195,7 +208,7 @@ class Campaign:
             best = max(statuses, key=lambda s: s.tip_height, default=None)
             if best and best.tip != last_tip:
                 tip, height = best.tip, best.tip_height
-                pooled = sum(a["base"].hex() == tip for a in self.audit()[0].values())
+                pooled = sum(a["base"].hex() == tip for a in self.audit().admitted.values())
                 if pooled:
                     return tip, height, pooled
             time.sleep(POLL_S)
@@ -210,21 +223,51 @@ class Campaign:
             wait = FIRST_ROUND_S if first else ROUND_WAIT_S
             tip, height, pooled = self.wait_round(self.last_tip, min(deadline, time.monotonic() + wait))
             first = False
-            time.sleep(self.rng.uniform(0, 0.5))  # into the round
-            kind = self.rng.choice(["miner", "broker", "device"])
-            victim = kind if kind == "broker" else f"{kind}{self.rng.randrange(MINERS if kind == 'miner' else DEVICES)}"
-            pause = self.rng.uniform(0.5, 3.0)
-            self.kill(victim)
-            ms = now_ms()
-            time.sleep(pause)
-            self.start(victim)
             where = f"round on height {height}, {pooled} updates admitted" if pooled else "NO round in progress"
-            self.kills.append(
-                {"n": n, "victim": victim, "t": self.at(ms), "ms": ms, "height": height, "pooled": pooled}
-            )
-            self.say(f"kill {n}/{kills}: SIGKILL {victim} ({where}); restarted after {pause:.1f}s")
+            if n % IN_HANDLER_EVERY == 0:
+                self.kill_in_handler(n, kills, f"miner{self.rng.randrange(MINERS)}", deadline)
+            else:
+                time.sleep(self.rng.uniform(0, 0.5))  # into the round
+                kind = self.rng.choice(["miner", "broker", "device"])
+                size = MINERS if kind == "miner" else DEVICES
+                victim = kind if kind == "broker" else f"{kind}{self.rng.randrange(size)}"
+                pause = self.rng.uniform(0.5, 3.0)
+                self.kill(victim)
+                ms = now_ms()
+                time.sleep(pause)
+                self.start(victim)
+                self.kills.append(
+                    {"n": n, "victim": victim, "t": self.at(ms), "ms": ms, "height": height, "pooled": pooled}
+                )
+                self.say(f"kill {n}/{kills}: SIGKILL {victim} ({where}); restarted after {pause:.1f}s")
             self.restart_crashed()
             self.last_tip = tip
+
+    def kill_in_handler(self, n: int, kills: int, victim: str, deadline: float) -> None:
+        """SIGKILL `victim` (a miner) between the broker's acknowledgement of an update and its pool
+        commit: restart it holding every device update in its handler, wait until it holds one and an
+        update the broker acknowledged is handled by no miner (the next round's, queued behind the
+        held one), let a few more queue up, SIGKILL it, restart it normally."""
+        self.kill(victim)
+        self.start(victim, env={HOLD_UPDATE_ENV: str(HOLD_MS)})
+        log = self.proc(victim).log
+        until = min(deadline, time.monotonic() + ROUND_WAIT_S)
+        held, waiting = False, []
+        while not (held and waiting) and time.monotonic() < until:
+            time.sleep(POLL_S)
+            held = HELD in log.read_text(errors="replace")
+            waiting = self.unhandled()
+        time.sleep(self.rng.uniform(0.2, 1.0))  # more updates arrive behind the held one
+        waiting = self.unhandled()
+        self.kill(victim)
+        ms = now_ms()
+        self.start(victim)
+        self.kills.append(
+            {"n": n, "victim": victim, "t": self.at(ms), "ms": ms, "in_handler": True, "held": held,
+             "acknowledged_unhandled": len(waiting)}
+        )  # fmt: skip
+        what = f"holding an update, {len(waiting)} acknowledged and unhandled" if held else "NOTHING held in time"
+        self.say(f"kill {n}/{kills}: SIGKILL {victim} in its update handler ({what}); restarted")
 
     def db_tips(self) -> list[bytes | None]:
         """Every node's tip as its chain database holds it now: the miners', then the devices'."""
@@ -277,8 +320,8 @@ class Campaign:
         deadline = min(until, time.monotonic() + ACCOUNT_S)
         while self.unaccounted(since_ms) and time.monotonic() < deadline:
             time.sleep(POLL_S)
-        on_tip = [a for a in self.audit()[0].values() if a["base"].hex() == tip]
-        first = min((a["ms"] for a in on_tip), default=now_ms())
+        on_tip = [a for a in self.audit().admitted.values() if a["base"].hex() == tip]
+        first = min((min(a["by"].values()) for a in on_tip), default=now_ms())
         moved = {t.hex() if t else None for t in self.db_tips()} != {tip}
         full = len({a["device"] for a in on_tip}) >= DEVICES
         late = now_ms() - first >= MAX_WAIT_MS - 1500
@@ -289,7 +332,7 @@ class Campaign:
 
     # --- the report ---
     def report(self, settled: bool) -> tuple[dict, int]:
-        delivered, (admitted, refused) = self.delivered(), self.audit()
+        delivered, audit = self.delivered(), self.audit()
         verify = {}
         for name, path in [(f"m{i}", self.layout.miner_db(i)) for i in range(MINERS)] + [
             (f"d{i}", self.layout.device_state(i) / CHAIN_FILE) for i in range(DEVICES)
@@ -303,84 +346,26 @@ class Campaign:
         converged = len(miner_tips) == 1 and device_tips == miner_tips
         stores = [ChainStore(self.layout.miner_db(i)) for i in range(MINERS)]
         store = max(stores, key=lambda s: (s.tip.cumwork, s.tip.header.height))
-        best = store.best_chain()
-        heights = {h.hash: h.height for h in best}
-        included = {}
-        for h in best[1:]:
-            for u in codec.decode(store.raw_block(h.hash))[3]["updates"]:
-                included[hashlib.sha256(u).digest()] = h.height
-        tip = best[-1].hash
-        fate, reasons, lost = Counter(), Counter(), []
-        for digest, d in delivered.items():
-            if digest in refused:
-                reasons.update({r for _, r in refused[digest]})
-            if digest in admitted:
-                base = admitted[digest]["base"]
-                fate[fate_of(digest in included, base == tip, base in heights)] += 1
-            elif digest not in refused:
-                lost.append(self.lost_detail(digest, d, stores))
-        for store in stores:
-            store.close()
+        fates = account(delivered, audit, store, self.miner_keys)
+        around = (stores, self.kills, self.started_ms)
         summary = {
-            "delivered": len(delivered),
-            "admitted": sum(d in admitted for d in delivered),
-            "refused": sum(d in refused for d in delivered),
-            "refused_only": sum(d in refused and d not in admitted for d in delivered),
-            "refused_by_reason": dict(reasons),
-            "lost": len(lost),
-            "admitted_fate": {k: fate[k] for k in ("on_chain", "superseded", "orphaned", "open")},
-            "admitted_without_delivery_record": sum(d not in delivered for d in admitted),
-            "final_height": best[-1].height,
+            **{k: v for k, v in fates.items() if not k.endswith("_digests")},
+            "silent_updates": [describe(d, delivered[d], *around) for d in fates["silent_digests"]],
+            "lost_updates": [describe(d, delivered[d], *around) for d in fates["lost_digests"]],
             "settled": settled,
             "converged": converged,
             "miner_tips": sorted(t[:16] for t in miner_tips),
             "device_tips": sorted(t[:16] for t in device_tips),
             "verify": verify,
             "kills": self.kills,
-            "kills_by_kind": dict(Counter(k["victim"].rstrip("0123456789") for k in self.kills)),
+            **kill_summary(self.kills),
             "crashes": self.crashes,
-            "lost_updates": lost,
             "seconds": round(time.monotonic() - self.started, 1),
         }
-        ok = not lost and converged and all(v["ok"] for v in verify.values())
+        for store in stores:
+            store.close()
+        ok = not fates["silent"] and not fates["lost"] and converged and all(v["ok"] for v in verify.values())
         return summary, 0 if ok else 1
-
-    def lost_detail(self, digest: bytes, d: dict, stores: list[ChainStore]) -> dict:
-        """What is known about a LOST update: who sent it, on which height, and the kills around then."""
-        base = next((h for s in stores if (h := s.header(d["base"])) is not None), None)
-        acked = self.at(d["ms"])
-        near = [f"{k['victim']} at {k['t']}s ({k['t'] - acked:+.1f}s)" for k in self.kills if abs(k["t"] - acked) < 10]
-        where = {"base_height": base.height if base else None, "acked_at": acked, "kills_within_10s": near}
-        return {"digest": digest.hex()[:16], "device": f"d{d['device']}", **where}
-
-
-def fate_of(included: bool, base_is_tip: bool, base_on_chain: bool) -> str:
-    """An admitted update's fate against the final best chain."""
-    if included:
-        return "on_chain"
-    return "open" if base_is_tip else "superseded" if base_on_chain else "orphaned"
-
-
-def print_summary(s: dict) -> None:
-    f, crashes = s["admitted_fate"], s["crashes"] or "none"
-    lines = [
-        "\n=== chaos summary ===",
-        f"kills: {len(s['kills'])} {s['kills_by_kind']}; crashes (exits nobody caused): {crashes}",
-        f"updates delivered (PUBACK < 0x80, not 0x10): {s['delivered']}",
-        f"  admitted by >= 1 miner: {s['admitted']}",
-        f"  refused by >= 1 miner: {s['refused']} ({s['refused_only']} only refused); {s['refused_by_reason']}",
-        f"  LOST (neither admitted nor refused): {s['lost']}",
-        f"  of the admitted: on the final best chain {f['on_chain']}, superseded {f['superseded']}, "
-        f"orphaned {f['orphaned']}, open at the end (base = final tip) {f['open']}",
-        f"  admitted, no delivery record (PUBACK never handled): {s['admitted_without_delivery_record']}",
-        *(f"  LOST {lost}" for lost in s["lost_updates"]),
-        f"final height {s['final_height']}; settled: {s['settled']}; converged: {s['converged']} "
-        f"(miner tips {s['miner_tips']}, device tips {s['device_tips']})",
-    ]
-    for name, v in s["verify"].items():
-        failure = f": {v['failure']}" if v["failure"] else ""
-        lines.append(f"  chain verify {name}: {'ok' if v['ok'] else 'FAILED'} ({v['blocks']} blocks){failure}")
-    print("\n".join([*lines, f"time: {s['seconds']}s"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -94,14 +95,17 @@ def _miner_run(args) -> int:
     from edge_sdk.transport.mqtt import BrokerConfig
 
     logs.setup(args.verbose)
-    identity, genesis = Identity.load(args.identity), Path(args.genesis).read_bytes()
-    task, share = validate_genesis(genesis)[1], None
-    if task.privacy.encrypted:  # its key share, from the bundle unless given
-        sealed = Path(args.share or Path(args.broker_config).parent / SEALED_SHARE_FILE).read_bytes()
-        share = open_share(sealed, identity.box_key, task, identity.public.sign_pk)
-    miner = Miner(
-        identity=identity, genesis=genesis, db_path=args.db, broker=BrokerConfig.load(args.broker_config), share=share
-    )
+    try:  # a damaged key, bundle or database: one line and exit status 2, which the unit does not restart
+        identity, genesis = Identity.load(args.identity), Path(args.genesis).read_bytes()
+        task, share = validate_genesis(genesis)[1], None
+        if task.privacy.encrypted:  # its key share, from the bundle unless given
+            sealed = Path(args.share or Path(args.broker_config).parent / SEALED_SHARE_FILE).read_bytes()
+            share = open_share(sealed, identity.box_key, task, identity.public.sign_pk)
+        broker = BrokerConfig.load(args.broker_config)
+        miner = Miner(identity=identity, genesis=genesis, db_path=args.db, broker=broker, share=share)
+    except (OSError, ValueError, sqlite3.DatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.metrics_port is not None:
         from coordinator.miner.metrics import serve_metrics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 
 from edge_sdk.protocol.identity import Identity
@@ -66,7 +67,7 @@ def run_device(args, make_device=None) -> int:
             preferred_miner=config.miner_index,
             verify=config.verify,
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, sqlite3.DatabaseError) as exc:  # the unit does not restart on 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device.run()

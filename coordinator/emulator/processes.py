@@ -61,12 +61,17 @@ class Federation:
     broker: subprocess.Popen | None = None
     ray: RayWorkers | None = None
 
-    def spawn(self, name: str, args: list[str]) -> Process:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
+        """`env`: more environment variables for this process (benchmarks/chaos.py's fault injection)."""
         log = self.layout.logs / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
-                [sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         process = Process(name, popen, log)
         self.processes.append(process)

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from coordinator.miner import policy
+from coordinator.miner import faults, policy
 from coordinator.miner.admission import admit
 from coordinator.miner.assembly import Template, assemble, fitting, light_of, seal, search_nonce
 from coordinator.miner.decrypting import ShareHolder
@@ -81,6 +81,7 @@ class Miner(Node):
         self._head_due = False
         self._round_started: int | None = None
         self._refused_tip: bytes | None = None
+        self._hold_s = faults.hold_update_seconds()  # fault injection only (faults.py)
         me = identity.public.node_id
         t = Topics(task.id)
         super().__init__(
@@ -225,6 +226,7 @@ class Miner(Node):
     def on_update(self, msg: Incoming) -> None:
         """From a device: admit, tell the device if refused, forward to every other miner if admitted."""
         device_id = sender(msg.topic)
+        faults.hold_update(self._hold_s, device_id)
         update = self._admit(msg.payload, source=device_id, notify=device_id)
         if update is None:
             return

@@ -14,7 +14,7 @@ import json
 import secrets
 from pathlib import Path
 
-from edge_sdk.files import write_private
+from edge_sdk.files import write_atomic, write_private
 from edge_sdk.protocol.identity import node_id
 from edge_sdk.transport.topics import ANY, Topics
 
@@ -139,4 +139,4 @@ class Registry:
         for directory, roles in ((broker_dir, ROLES), (broker_dir / REGIONAL, ("device",))):
             directory.mkdir(parents=True, exist_ok=True)
             write_private(directory / "passwd", self.passwd(roles))
-            (directory / "acl").write_text(self.acl(roles))
+            write_atomic(directory / "acl", self.acl(roles))

@@ -24,7 +24,7 @@ from coordinator.task.dealer import deal
 from coordinator.task.registry import Registry
 from edge_sdk.chain.rules import validate_genesis
 from edge_sdk.clock import now_ms
-from edge_sdk.files import write_private
+from edge_sdk.files import write_atomic, write_private
 from edge_sdk.node.bundle import write_bundle
 from edge_sdk.privacy.sealed_share import seal_share
 from edge_sdk.protocol.aggregation_rule import AggregationRule
@@ -173,7 +173,7 @@ def init_task(
         aggregation=aggregation,
     )
     Task.from_wire(task.to_wire())  # the rules every node will check, checked here first
-    d.genesis.write_bytes(make_genesis(coordinator, task))
+    write_atomic(d.genesis, make_genesis(coordinator, task))
     registry = d.registry(task)
     _, password = registry.add("coordinator", coordinator.public.sign_pk)
     write_private(d.broker_password, password + "\n")
@@ -265,5 +265,5 @@ def revoke_device(task_dir: str | Path, device_id: str) -> bytes:
     registry.revoke(device_id)
     d.save_registry(registry)
     notice = make_revocations(coordinator, task, registry.revoked_keys(), now_ms())
-    d.revocations.write_bytes(notice)
+    write_atomic(d.revocations, notice)
     return notice

@@ -19,9 +19,14 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         # a node opens its store on one thread and uses it on its loop's thread (one user at a time)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    try:
+        if not readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error:  # not a database: let go of the file before the caller deals with it
+        conn.close()
+        raise
     return conn
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from edge_sdk.chain.rules import validate_genesis
-from edge_sdk.files import write_private
+from edge_sdk.files import write_atomic, write_private
 from edge_sdk.protocol.cert import Certificate
 from edge_sdk.protocol.fixedpoint import model_hash, to_fixed
 from edge_sdk.training.package import ModelPackage
@@ -37,10 +37,10 @@ def write_bundle(
     """Write a bundle; a miner's has genesis, broker settings and (Paillier) its sealed key share."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / GENESIS_FILE).write_bytes(genesis)
+    write_atomic(out / GENESIS_FILE, genesis)
     broker.save(out / BROKER_FILE)
     if cert is not None:
-        (out / CERT_FILE).write_bytes(cert)
+        write_atomic(out / CERT_FILE, cert)
     if model_dir is not None:
         shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
     if sealed_share is not None:

@@ -4,32 +4,35 @@ Each new best block: the device validates it (its model hash included), trains t
 model on local data with ONNX Runtime, and publishes the delta signed and sealed to its miner.
 Blocks it missed (offline, late, or a reorg) it fetches with sync requests. A stale update (a
 better block came first) is dropped and the device trains again on the new tip. Its chain and
-its unacknowledged update live on disk, so a restart resumes where it stopped.
+its undelivered update (node/outbox.py) live on disk, so a restart resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.chain.database import Database
 from edge_sdk.chain.store import ChainStore
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
-from edge_sdk.files import write_atomic
+from edge_sdk.files import DAMAGED_SUFFIX, set_aside
 from edge_sdk.node.bundle import Bundle
 from edge_sdk.node.logs import event
+from edge_sdk.node.outbox import Outbox
 from edge_sdk.node.runtime import Node
-from edge_sdk.node.status import DeliveryLog, ModelHashLog, device_status_path
+from edge_sdk.node.status import DeliveryLog, ModelHashLog, Timeline, device_status_path, timeline_path
 from edge_sdk.privacy.dp import clip_and_noise
 from edge_sdk.privacy.paillier import MaskPool, encrypt_update
-from edge_sdk.protocol import codec, envelope, sync
+from edge_sdk.protocol import envelope, sync
 from edge_sdk.protocol.block import make_update
-from edge_sdk.protocol.errors import ProtocolError, Reason
+from edge_sdk.protocol.errors import Reason
 from edge_sdk.protocol.fixedpoint import model_hash, to_float
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.training.trainers import Trainer, make_trainer
@@ -38,8 +41,6 @@ from edge_sdk.transport.topics import Topics, sender
 
 log = logging.getLogger("blockfl.device")
 CHAIN_FILE = "chain.db"
-OUTBOX_FILE = "outbox.bin"  # the update awaiting the broker's acknowledgement
-SIGNED_FOR_FILE = "signed_for.bin"  # the base of the last update signed: two on one base are evidence against us
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
 RETRY_S = 1.0
 IDLE_WAIT_S = 5.0
@@ -51,6 +52,27 @@ class Trained:
     update: bytes
     train_seconds: float
     crypto_seconds: float
+
+
+def open_chain(path: Path, genesis: bytes) -> ChainStore:
+    """The device's chain. One SQLite cannot read (torn or overwritten: WAL with synchronous=FULL
+    survives kills, not a failing card) is set aside with its journal, and the device starts again
+    from genesis: the network has every block, and a snapshot brings it back quickly."""
+    db = None
+    try:
+        db = Database(path)
+        verdict = db.one("PRAGMA quick_check")[0]  # pages a kill cannot tear but a card can lose
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(str(verdict)[:100])
+        return ChainStore(db, genesis)
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        for journal in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if journal.exists():
+                journal.replace(journal.with_name(journal.name + DAMAGED_SUFFIX))
+        set_aside(path, f"sqlite: {exc}")
+        return ChainStore(path, genesis)
 
 
 class Device(Node):
@@ -85,7 +107,7 @@ class Device(Node):
         if privacy.encrypted:  # public key only; encryption masks are made while idle
             values = sum(v.size for v in task.initial_model.values())
             self.masks = MaskPool(privacy.packing.n, 2 * privacy.packing.ciphertext_count(values))
-        store = ChainStore(self.state / CHAIN_FILE, bundle.genesis)
+        store = open_chain(self.state / CHAIN_FILE, bundle.genesis)
         self.trainer = trainer or make_trainer(bundle.package, backend)
         miners = list(task.miners)
         k = preferred_miner % len(miners)
@@ -96,13 +118,12 @@ class Device(Node):
         self.miner = self.miners[0]
         self.hashes = ModelHashLog(self.state)
         self.delivered = DeliveryLog(self.state)  # audit trail: updates the broker acknowledged
+        for journal in (self.hashes, self.delivered):
+            journal.recover()
         self.training = False
-        signed_for = self.state / SIGNED_FOR_FILE
-        self.trained_for: bytes | None = signed_for.read_bytes() if signed_for.exists() else None
-        self.unacked: bytes | None = None  # the update to deliver, until the broker acknowledges it
-        self.unacked_base: bytes | None = None
-        self.in_flight: int | None = None  # its message id, once published to an online miner
-        self.retry_at = 0.0  # monotonic time before which it is not published again
+        timeline = Timeline(timeline_path(device_status_path(self.state)))
+        self.outbox = Outbox(self.state, task, identity.public.sign_pk, store.tip.base, timeline)
+        self.trained_for = self.outbox.signed_for  # the base of the last training started (unsigned if dropped)
         self.rejected_by_miners: dict[str, int] = {}
         super().__init__(
             identity=identity,
@@ -120,7 +141,8 @@ class Device(Node):
     # --- runtime hooks ---
     def on_connected(self) -> None:
         self.request_sync()
-        self._resend_outbox()
+        self.outbox.send_now()  # what the broker had not saved before a crash is gone: send it again
+        self._deliver()
         self.mark_dirty()
 
     def sync_targets(self, hint: str | None) -> list[str]:
@@ -144,6 +166,8 @@ class Device(Node):
         self.rejected_by_miners[notice.reason] = self.rejected_by_miners.get(notice.reason, 0) + 1
         self.mark_dirty()
         event(log, logging.WARNING, "update rejected", reason=notice.reason[:40])
+        if notice.digest == self.outbox.digest:
+            self.outbox.drop()  # an outcome (on `replay`, that miner has it already)
         if notice.reason == Reason.STALE_BASE.value and notice.tip != self.store.tip.hash:
             self.request_sync(self.miner.node_id)  # the miner knows a newer tip: catch up, then retrain
 
@@ -152,11 +176,11 @@ class Device(Node):
         self._deliver()
 
     def wait_seconds(self) -> float:
-        """A device has nothing to do between events but a pending retry (and a light device's
-        head grace): idle, it sleeps long, so a thousand agents in one process stay cheap."""
-        now = time.monotonic()
-        if self.unacked is not None and self.in_flight is None and self.retry_at > now:
-            return min(IDLE_WAIT_S, self.retry_at - now)
+        """A device has nothing to do between events but publishing its update again (and a light
+        device's head grace): idle, it sleeps long, so a thousand agents in one process stay cheap."""
+        box, now = self.outbox, time.monotonic()
+        if box.update is not None and box.in_flight is None and box.due > now:
+            return min(IDLE_WAIT_S, box.due - now)
         if self.light is not None and self.light.heads:
             return 0.5
         return IDLE_WAIT_S
@@ -185,14 +209,14 @@ class Device(Node):
         if not alive or alive[0] is self.miner:
             return
         self.miner = alive[0]
-        self.in_flight = None  # whatever was on its way to the old miner goes to this one
+        self.outbox.send_now()  # the update without an outcome goes to this one too
         self.mark_dirty()
         event(log, logging.INFO, "switched miner", miner=self.miner.node_id)
 
     # --- training and updates ---
     def _maybe_train(self) -> None:
         tip = self.store.tip
-        if self.training or tip.base == self.trained_for or tip.model is None:
+        if self.training or tip.base in (self.trained_for, self.outbox.signed_for) or tip.model is None:
             return  # (no model yet: a Paillier aggregate waits for t partial decryptions)
         base, params, height = tip.base, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
         self.trained_for = base
@@ -253,63 +277,38 @@ class Device(Node):
             self.count("retrains")  # a better block arrived while training: train on it instead
             return
         self.timeline.mark("trained", base=done.base, digest=hashlib.sha256(done.update).digest())
-        write_atomic(
-            self.state / SIGNED_FOR_FILE, done.base
-        )  # never a second update on this base, even after a restart
-        write_atomic(self.state / OUTBOX_FILE, done.update)
-        self._hold(done.update, done.base)
-
-    def _hold(self, update: bytes, base: bytes) -> None:
-        self.unacked, self.unacked_base, self.in_flight, self.retry_at = update, base, None, 0.0
+        self.outbox.hold(done.update, done.base)  # on disk: never a second update on this base, even after a restart
         self._deliver()
 
-    def _drop(self) -> None:
-        self.unacked = self.unacked_base = self.in_flight = None
-        (self.state / OUTBOX_FILE).unlink(missing_ok=True)
-
     def _deliver(self) -> None:
-        """Publish the held update if it is still for the tip, not on its way, and the miner is online."""
-        if self.unacked is None or self.in_flight is not None or time.monotonic() < self.retry_at:
+        """Drop the held update once stale; publish it if due and the miner is online."""
+        box = self.outbox
+        if box.update is not None and box.in_flight is None and box.base != self.store.tip.base:
+            box.drop()  # an outcome: the round closed (with or without it); (in flight: once the PUBACK is logged)
             return
-        if self.unacked_base != self.store.tip.base:
-            self._drop()  # stale: the next training replaces it
-            return
-        if not self.online[self.miner.node_id]:
+        if not box.ready(time.monotonic()) or not self.online[self.miner.node_id]:
             return  # on_presence delivers it when a miner is online
-        sealed = envelope.seal(self.miner.box_pk, self.unacked)
+        sealed = envelope.seal(self.miner.box_pk, box.update)
         try:
-            self.in_flight = self.publish(self.topics.update(self.miner.node_id, self.me), sealed)
+            box.published(self.publish(self.topics.update(self.miner.node_id, self.me), sealed))
         except MessageTooLarge as exc:
             event(log, logging.ERROR, "update too large", detail=str(exc))
-            self._drop()
+            box.drop()
             return
         self.count("updates_sent")
-        self.timeline.mark("sent", digest=hashlib.sha256(self.unacked).digest())
-
-    def _resend_outbox(self) -> None:
-        """After a restart: the update saved before its acknowledgement, if it is still for the tip."""
-        path = self.state / OUTBOX_FILE
-        if not path.exists() or self.unacked is not None:
-            return
-        update = path.read_bytes()
-        try:
-            base = codec.decode(update)[3]["base"]
-        except (ProtocolError, IndexError, KeyError, TypeError):
-            base = None  # torn or foreign: nothing to resend
-        if base == self.store.tip.base:
-            self.trained_for = base
-            self._hold(update, base)
-        else:
-            path.unlink()
+        if box.sends > 1:
+            self.count("updates_resent")
+        self.timeline.mark("sent", digest=box.digest)
 
     def on_ack(self, ack: Acked) -> None:
-        if self.in_flight is None or ack.mid != self.in_flight:
+        box = self.outbox
+        if box.in_flight is None or ack.mid != box.in_flight:
             return
         if ack.reason == NO_MATCHING_SUBSCRIBERS:  # the broker dropped it: the miner is not subscribed yet
-            self.in_flight, self.retry_at = None, time.monotonic() + RETRY_S
-            return
-        if ack.reason >= 0x80:
+            box.retry_in(RETRY_S)
+        elif ack.reason >= 0x80:  # refused by the broker (its ACL or limits): sending again changes nothing
             event(log, logging.ERROR, "broker refused the update", reason_code=ack.reason)
-        else:
-            self.delivered.append(hashlib.sha256(self.unacked).digest(), self.unacked_base, now_ms())
-        self._drop()
+            box.drop()
+        else:  # the broker has it; delivered once a miner pooled it: keep it until an outcome comes
+            self.delivered.append(box.digest, box.base, now_ms())
+            box.acknowledged()

@@ -27,6 +27,7 @@ from edge_sdk.chain.opening import Opened
 from edge_sdk.chain.store import ChainStore
 from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
+from edge_sdk.files import read_state
 from edge_sdk.node.light import Alerter, LightFollower
 from edge_sdk.node.logs import event
 from edge_sdk.node.openings import Openings
@@ -115,6 +116,8 @@ class Node:
         self._snapshot_votes: dict[bytes, tuple] = {}  # miner -> the snapshot it sent last
         self.status_path = Path(status_path)
         self.timeline = Timeline(timeline_path(self.status_path))  # per-block phase times (round anatomy)
+        self.timeline.recover()
+        read_state(self.status_path, Status.parse)  # only to report and set aside a damaged one: it is rewritten
         self._dirty = True
         self._status_written = 0.0
         self._stopping = threading.Event()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge_sdk.clock import now_ms
-from edge_sdk.files import write_atomic
+from edge_sdk.files import recover_lines, write_atomic
 
 DEVICE_STATUS_FILE = "status.json"
 MODEL_HASHES_FILE = "model_hashes.jsonl"
@@ -52,11 +52,20 @@ class Status:
         write_atomic(path, json.dumps(asdict(self)), durable=False)
 
     @classmethod
+    def parse(cls, data: bytes) -> Status:
+        """ValueError if `data` is not a status file (empty, torn, or another file)."""
+        try:
+            fields = json.loads(data)
+            return cls(**fields)
+        except TypeError as exc:  # not an object, or other keys
+            raise ValueError(f"not a status: {exc}") from None
+
+    @classmethod
     def read(cls, path: str | Path) -> Status | None:
         """The last status written, or None if there is none yet (or it cannot be read)."""
         try:
-            return cls(**json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError):
+            return cls.parse(Path(path).read_bytes())
+        except (OSError, ValueError):
             return None
 
 
@@ -66,6 +75,10 @@ class JsonLines:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def recover(self) -> None:
+        """For its writer, at start: a last line torn by a kill is set aside (files.recover_lines)."""
+        recover_lines(self.path)
 
     def add(self, entry: dict) -> None:
         with open(self.path, "a") as f:

@@ -131,7 +131,8 @@ class Testbed:
         cfg = json.loads((self.root / node / ("bundle" if node.startswith("d") else "") / "broker.json").read_text())
         return cfg["username"], cfg["password"]
 
-    def start_miner(self, i: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    def start_miner(self, i: int, extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`env`: more environment variables (fault injection: coordinator/miner/faults.py)."""
         m = self.root / f"m{i}"
         return self._spawn(
             f"m{i}",
@@ -151,6 +152,7 @@ class Testbed:
                 "--verbose",
                 *extra,
             ],
+            env=env,
         )
 
     def start_device(
@@ -182,11 +184,17 @@ class Testbed:
             python,
         )
 
-    def _spawn(self, name: str, args: list[str], python: list[str] | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: list[str], python: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         # cwd: the node imports the installed package, not this checkout's sources
         with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(
-                [*(python or [sys.executable]), *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+                [*(python or [sys.executable]), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env={**os.environ, **env} if env else None,
             )
         self.processes[name] = process
         return process

@@ -3,6 +3,7 @@ SQLite files and ONNX Runtime; their MQTT clients are never connected, so what t
 shows up in the byte counters."""
 
 import hashlib
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from edge_sdk.node.device import Device
 from edge_sdk.node.runtime import _Done
 from edge_sdk.node.status import DeliveryLog, Status, device_status_path, miner_status_path
 from edge_sdk.protocol import envelope, sync
+from edge_sdk.protocol.errors import Reason
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.protocol.task import RoundRules, TrainingParams
 from edge_sdk.transport.mqtt import Acked, BrokerConfig, Incoming
@@ -131,7 +133,10 @@ def test_the_miner_mines_when_its_round_is_full(tmp_path):
     node.store.close()
 
 
-def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_listened(tmp_path, digits):
+def test_a_device_keeps_its_update_until_a_miner_gives_it_an_outcome(tmp_path, digits):
+    """Delivered means pooled (or refused) by a miner, not acknowledged by the broker (issue 17): the
+    update stays in the outbox after the PUBACK, goes out again when its wait is over or the device
+    changes miner, and leaves only when a rejection names it (a replay: that miner has it)."""
     preferred, other = Identity.from_seed(b"runtime-miner-a"), Identity.from_seed(b"runtime-miner-b")
     init_task(
         tmp_path / "task",
@@ -145,22 +150,22 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
     x, _, y, _ = digits
     device = Device(bundle=Bundle(bundle), identity=device_id, data=(x[:40], y[:40]), state_dir=tmp_path / "state")
     a, b = preferred.public.node_id, other.public.node_id
-    presence = device.topics.presence
+    presence, box, outbox = device.topics.presence, device.outbox, tmp_path / "state" / "outbox.bin"
     try:
         device.after_event()  # trains on genesis in the background
         item = device.inbox.get(timeout=60)
         assert isinstance(item, _Done)
         device.dispatch(item)
-        assert device.unacked is not None and device.counters["updates_sent"] == 0  # no miner heard from yet
-        assert (tmp_path / "state" / "outbox.bin").read_bytes() == device.unacked
+        assert box.update is not None and device.counters["updates_sent"] == 0  # no miner heard from yet
+        assert outbox.read_bytes() == box.update
 
         device.dispatch(Incoming(presence(b), b"online"))  # the preferred miner never came: use the one that did
         assert device.miner.node_id == b and device.counters["updates_sent"] == 1
 
-        device.dispatch(Acked(device.in_flight, 0x10))  # accepted, but nobody was subscribed: keep it
-        assert device.unacked is not None and device.in_flight is None
+        device.dispatch(Acked(box.in_flight, 0x10))  # accepted, but nobody was subscribed: keep it
+        assert box.update is not None and box.in_flight is None
         assert DeliveryLog(tmp_path / "state").read() == []  # not delivered
-        device.retry_at = 0.0
+        box.due = 0.0  # its second is over
         device.after_event()
         assert device.counters["updates_sent"] == 2
 
@@ -169,14 +174,31 @@ def test_a_device_delivers_only_to_an_online_miner_and_retries_when_nobody_liste
         device.dispatch(Incoming(presence(b), b"offline"))  # another miner going changes nothing
         assert device.miner.node_id == a and device.counters["updates_sent"] == 3
 
-        update, base = device.unacked, device.unacked_base
-        device.dispatch(Acked(device.in_flight, 0))
-        assert device.unacked is None and not (tmp_path / "state" / "outbox.bin").exists()
+        update, base = box.update, box.base
+        device.dispatch(Acked(box.in_flight, 0))  # the broker has it: still held, on disk, until an outcome
+        assert box.update == update and outbox.read_bytes() == update
         [delivered] = DeliveryLog(tmp_path / "state").read()  # the audit trail
         assert (delivered["digest"], delivered["base"]) == (hashlib.sha256(update).hexdigest(), base.hex())
+        wait = device.wait_seconds()  # the round's wait and a margin, within the idle wake-up
+        assert 0 < wait <= 5.0 and box.due - box.resend_after_s <= time.monotonic() <= box.due
+        device.after_event()
+        assert device.counters["updates_sent"] == 3  # not due yet
+        box.due = 0.0  # no block, no rejection for that long: publish it again
+        device.after_event()
+        assert device.counters["updates_sent"] == 4 and device.counters["updates_resent"] == 3  # all but the first
+        device.dispatch(Acked(box.in_flight, 0))
+        assert box.due - time.monotonic() > 1.5 * box.resend_after_s  # the wait doubles
+
+        other_digest = hashlib.sha256(b"another update").digest()
+        for digest in (other_digest, hashlib.sha256(update).digest()):  # only a rejection naming it counts
+            notice = sync.make_rejection(preferred, device.task, digest, Reason.REPLAY, device.store.tip.hash)
+            device.dispatch(Incoming(device.topics.reply(device.me), notice))
+            assert (box.update is None) == (digest != other_digest)
+        assert not outbox.exists() and (tmp_path / "state" / "signed_for.bin").read_bytes() == base
         device.write_status(force=True)
         status = Status.read(device_status_path(tmp_path / "state"))
-        assert status.role == "device" and status.details["miner"] == a and status.counters["updates_sent"] == 3
+        assert status.role == "device" and status.details["miner"] == a and status.counters["updates_sent"] == 4
+        assert status.details["rejected_by_miners"] == {"replay": 2}
         assert np.isfinite(status.counters["train_seconds"])
     finally:
         device.store.close()
