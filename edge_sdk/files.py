@@ -13,6 +13,8 @@ from typing import TypeVar
 log = logging.getLogger("blockfl.files")
 T = TypeVar("T")
 DAMAGED_SUFFIX = ".damaged"
+TAIL_BLOCK = 64 * 1024  # recover_lines reads a log's tail in blocks of this size
+MAX_FRAGMENT = 1 << 20  # and sets aside at most this much of a torn last line
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -80,11 +82,21 @@ def recover_lines(path: str | os.PathLike) -> None:
     path = Path(path)
     try:
         with open(path, "rb+") as f:
-            data = f.read()
-            if not data or data.endswith(b"\n"):
+            size = f.seek(0, os.SEEK_END)
+            cut = size
+            while cut > 0:  # back from the end, a block at a time: a long log is never read whole
+                start = max(0, cut - TAIL_BLOCK)
+                f.seek(start)
+                block = f.read(cut - start)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    cut = start + newline + 1
+                    break
+                cut = start
+            if cut == size:
                 return
-            cut = data.rfind(b"\n") + 1
-            fragment = data[cut:]
+            f.seek(cut)
+            fragment = f.read(min(size - cut, MAX_FRAGMENT))
             f.truncate(cut)
     except FileNotFoundError:
         return

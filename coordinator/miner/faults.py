@@ -20,11 +20,15 @@ log = logging.getLogger("blockfl.miner")
 
 
 def hold_update_seconds() -> float:
-    """The hold the environment asks for (0: none; a value that is not a whole number counts as none)."""
+    """The hold the environment asks for (0: none; a value that is not a whole number counts as none),
+    announced once at start: a variable left set turns a miner into one that never pools in time."""
     try:
-        return min(MAX_HOLD_MS, max(0, int(os.environ.get(HOLD_UPDATE_ENV, "0")))) / 1000
+        seconds = min(MAX_HOLD_MS, max(0, int(os.environ.get(HOLD_UPDATE_ENV, "0")))) / 1000
     except ValueError:
         return 0.0
+    if seconds:
+        event(log, logging.WARNING, "fault injection enabled: every device update is held", env=HOLD_UPDATE_ENV)
+    return seconds
 
 
 def hold_update(seconds: float, source: str) -> None:

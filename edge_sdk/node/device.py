@@ -41,6 +41,9 @@ from edge_sdk.transport.topics import Topics, sender
 
 log = logging.getLogger("blockfl.device")
 CHAIN_FILE = "chain.db"
+# Refusals that say the miner is behind this device, not that the update is bad: while the device's
+# own round base is still the update's, it keeps the update and sends it again later.
+TRANSIENT = frozenset({Reason.STALE_BASE.value, Reason.BAD_TIMESTAMP.value})
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
 RETRY_S = 1.0
 IDLE_WAIT_S = 5.0
@@ -167,7 +170,10 @@ class Device(Node):
         self.mark_dirty()
         event(log, logging.WARNING, "update rejected", reason=notice.reason[:40])
         if notice.digest == self.outbox.digest:
-            self.outbox.drop()  # an outcome (on `replay`, that miner has it already)
+            if notice.reason in TRANSIENT and self.outbox.base == self.store.tip.base:
+                self.outbox.acknowledged()  # that miner is behind this device: the update stands, send it again later
+            else:
+                self.outbox.drop()  # an outcome (on `replay`, that miner has it already)
         if notice.reason == Reason.STALE_BASE.value and notice.tip != self.store.tip.hash:
             self.request_sync(self.miner.node_id)  # the miner knows a newer tip: catch up, then retrain
 
@@ -216,7 +222,7 @@ class Device(Node):
     # --- training and updates ---
     def _maybe_train(self) -> None:
         tip = self.store.tip
-        if self.training or tip.base in (self.trained_for, self.outbox.signed_for) or tip.model is None:
+        if self.training or tip.base == self.trained_for or self.outbox.has_signed(tip.base) or tip.model is None:
             return  # (no model yet: a Paillier aggregate waits for t partial decryptions)
         base, params, height = tip.base, to_float(tip.model, self.task.chain.frac_bits), tip.header.height
         self.trained_for = base

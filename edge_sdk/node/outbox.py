@@ -10,10 +10,13 @@ after a reconnect or a change of miner, else when `resend_after_s` passed since 
 acknowledgement (the round's wait plus a margin, doubling up to 8x). Miners take the same update
 twice as a replay, so sending it again is always safe.
 
-`signed_for.bin` holds the base of the last update signed: a second update on one base is evidence
-against the device (PROTOCOL.md §7.2). When that file is damaged, or disagrees with the outbox, the
-device takes the base of the last training its timeline recorded (or, without one, its tip's base)
-as signed for, and sits out that round.
+`signed_for.bin` holds the bases of the last MAX_SIGNED updates signed (newest last): a second
+update on one base is evidence against the device (PROTOCOL.md §7.2), and a reorganisation can
+bring an earlier round base back (blocks that change no model keep their parent's base), so the
+device never trains on any base in that list. The outbox is written before the list, so an update
+held is always counted as signed. When the list is damaged or lost (or a damaged copy of it is
+found), the device counts as signed every base its timeline saw it train on, the held update's and
+its tip's, and so sits out that round.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import time
 from pathlib import Path
 
-from edge_sdk.files import read_state, write_atomic
+from edge_sdk.files import DAMAGED_SUFFIX, read_state, write_atomic
 from edge_sdk.node.logs import event
 from edge_sdk.node.status import Timeline
 from edge_sdk.protocol.block import Update
@@ -31,9 +34,11 @@ from edge_sdk.protocol.task import Task
 
 log = logging.getLogger("blockfl.device")
 OUTBOX_FILE = "outbox.bin"  # the update awaiting an outcome
-SIGNED_FOR_FILE = "signed_for.bin"  # the base of the last update signed
+SIGNED_FOR_FILE = "signed_for.bin"  # the bases of the last MAX_SIGNED updates signed, 32 bytes each
+MAX_SIGNED = 64  # above any max_reorg_depth worth running: a reorganisation deeper than that is refused
 RESEND_MARGIN_MS = 2000  # beyond the round's wait and two block intervals
 MAX_BACKOFF = 8
+MIN_GAP_S = 2.0  # between two copies of one update, however often the miner changes (a flapping presence)
 
 
 class Outbox:
@@ -47,6 +52,7 @@ class Outbox:
         self.in_flight: int | None = None  # its message id while the broker has not acknowledged it
         self.due = 0.0  # monotonic time from which it may be published (again)
         self.sends = self.acks = 0
+        self.last_sent = float("-inf")
 
         def parse_update(raw: bytes) -> Update:
             update = Update.parse(raw, task)  # signature included: a foreign or forged file is damaged too
@@ -54,25 +60,37 @@ class Outbox:
                 raise ValueError("an update signed by another device")
             return update
 
-        def parse_base(raw: bytes) -> bytes:
-            if len(raw) != 32:
-                raise ValueError(f"{len(raw)} bytes, not a 32-byte block hash")
-            return raw
+        def parse_bases(raw: bytes) -> list[bytes]:
+            if not raw or len(raw) % 32 or len(raw) > 32 * MAX_SIGNED:
+                raise ValueError(f"{len(raw)} bytes, not 1 to {MAX_SIGNED} 32-byte block hashes")
+            return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
         held = read_state(self.path, parse_update)
         if held is not None:
             self.update, self.base = held.envelope.raw, held.base
-        recorded = self.signed_path.exists()
-        signed = read_state(self.signed_path, parse_base)
-        if signed is not None and (held is None or held.base == signed):
-            self.signed_for: bytes | None = signed
+        damaged = self.signed_path.with_name(self.signed_path.name + DAMAGED_SUFFIX)
+        recorded = self.signed_path.exists() or damaged.exists()
+        signed = read_state(self.signed_path, parse_bases)
+        if signed is not None:
+            self.signed = signed + ([held.base] if held is not None and held.base not in signed else [])
         elif held is None and not recorded:
-            self.signed_for = None  # a new device: it never signed
-        else:  # the record is lost: the timeline saw every training, and the tip is the likeliest base
-            trained = [e["base"] for e in timeline.entries() if e.get("event") == "trained" and "base" in e]
-            self.signed_for = (_hash(trained[-1]) if trained else None) or tip_base
-            write_atomic(self.signed_path, self.signed_for)
-            event(log, logging.WARNING, "signed-for record lost; sitting out a round", base=self.signed_for.hex()[:16])
+            self.signed = []  # a new device: it never signed
+        else:  # the record is lost: count every base the timeline saw it train on, and the tip's
+            trained = [_hash(e.get("base")) for e in timeline.entries() if e.get("event") in ("train", "trained")]
+            self.signed = [b for b in trained if b is not None][-MAX_SIGNED + 2 :]
+            self.signed += [b for b in (held.base if held else None, tip_base) if b is not None]
+            event(log, logging.WARNING, "signed-for record lost; sitting out a round", bases=len(self.signed))
+        self.signed = list(dict.fromkeys(self.signed))[-MAX_SIGNED:]
+        if signed != self.signed:
+            write_atomic(self.signed_path, b"".join(self.signed))
+
+    @property
+    def signed_for(self) -> bytes | None:
+        """The base of the last update signed."""
+        return self.signed[-1] if self.signed else None
+
+    def has_signed(self, base: bytes) -> bool:
+        return base in self.signed
 
     @property
     def digest(self) -> bytes | None:
@@ -81,9 +99,10 @@ class Outbox:
     def hold(self, update: bytes, base: bytes) -> None:
         """A new update: on disk first (outbox, then the base it is signed for), then due at once."""
         write_atomic(self.path, update)
-        write_atomic(self.signed_path, base)
-        self.update, self.base, self.signed_for = update, base, base
-        self.in_flight, self.due, self.sends, self.acks = None, 0.0, 0, 0
+        self.signed = [b for b in self.signed if b != base][-(MAX_SIGNED - 1) :] + [base]
+        write_atomic(self.signed_path, b"".join(self.signed))
+        self.update, self.base = update, base
+        self.in_flight, self.due, self.sends, self.acks, self.last_sent = None, 0.0, 0, 0, float("-inf")
 
     def drop(self) -> None:
         """An outcome (or a stale base): nothing more to send."""
@@ -96,10 +115,12 @@ class Outbox:
     def published(self, mid: int) -> None:
         self.in_flight = mid
         self.sends += 1
+        self.last_sent = time.monotonic()
 
     def send_now(self) -> None:
-        """A reconnect or another miner: publish at once (whatever was on its way may be lost)."""
-        self.in_flight, self.due = None, 0.0
+        """A reconnect or another miner: publish at once (whatever was on its way may be lost), but
+        not sooner than MIN_GAP_S after the last copy, so presence flapping costs one copy, not many."""
+        self.in_flight, self.due = None, self.last_sent + MIN_GAP_S
 
     def retry_in(self, seconds: float) -> None:
         self.in_flight, self.due = None, time.monotonic() + seconds

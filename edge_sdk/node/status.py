@@ -88,11 +88,13 @@ class JsonLines:
         if not self.path.exists():
             return []
         entries = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_bytes().decode("utf-8", "replace").splitlines():
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(entry, dict):  # a line torn or damaged into another JSON value is skipped too
+                entries.append(entry)
         return entries
 
 

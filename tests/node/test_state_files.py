@@ -80,8 +80,8 @@ def test_a_held_update_survives_a_restart_and_a_damaged_one_is_set_aside(fed, tm
 
 @pytest.mark.parametrize("timeline", [True, False])
 def test_a_lost_signed_for_record_makes_the_device_sit_out_a_round_it_may_have_signed(fed, tmp_path, caplog, timeline):
-    """Two updates on one base are evidence against the device: without its record it takes the
-    last base its timeline saw it train on (else its tip's) as signed, and writes that down."""
+    """Two updates on one base are evidence against the device: without its record it counts every
+    base its timeline saw it train on, and its tip's, as signed, and writes that down."""
     trained, tip = b"\x07" * 32, b"\x09" * 32
     if timeline:
         Timeline(tmp_path / "timeline.jsonl").mark("trained", base=trained, digest=b"\x01" * 32)
@@ -90,8 +90,9 @@ def test_a_lost_signed_for_record_makes_the_device_sit_out_a_round_it_may_have_s
     (tmp_path / "signed_for.bin").write_bytes(b"\x07" * 16)
     with caplog.at_level(logging.WARNING):
         box = outbox(fed, tmp_path, tip)
-    expected = trained if timeline else tip
-    assert box.signed_for == expected and (tmp_path / "signed_for.bin").read_bytes() == expected
+    expected = [trained, tip] if timeline else [tip]
+    assert box.signed == expected and (tmp_path / "signed_for.bin").read_bytes() == b"".join(expected)
+    assert box.has_signed(tip) and box.has_signed(trained) == timeline
     assert (tmp_path / "signed_for.bin.damaged").read_bytes() == b"\x07" * 16
     assert any(r.getMessage().startswith("signed-for record lost") for r in caplog.records)
 
