@@ -23,7 +23,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coordinator.models.compiler import Optimizer  # noqa: E402
+from coordinator.models.optimizers import Optimizer  # noqa: E402
 from coordinator.models.package_writer import build_package  # noqa: E402
 from coordinator.models.zoo import build_forward  # noqa: E402
 from edge_sdk.training.package import ModelPackage  # noqa: E402

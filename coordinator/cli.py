@@ -47,7 +47,7 @@ def _chain_demo(args) -> int:
 def _model_build(args) -> int:
     import onnx
 
-    from coordinator.models.compiler import Optimizer
+    from coordinator.models.optimizers import Optimizer
     from coordinator.models.package_writer import build_package
     from coordinator.models.zoo import build_forward
 
