@@ -185,6 +185,18 @@ def test_fused_epoch_equals_per_step(tmp_path, digits):
     np.testing.assert_allclose(fused.epoch_losses, per_step.epoch_losses, rtol=1e-5)
 
 
+def test_cnn_reaches_97_percent_on_digits(tmp_path, digits):
+    x_train, x_test, y_train, y_test = digits
+    package = build_package(tmp_path, "cnn:8x8", optimizer="sgd")
+    trainer = make_trainer(package, "auto")
+    assert trainer.backend == "portable"
+    result = trainer.fit(
+        package.initial_params(), x_train, y_train, epochs=30, batch_size=32, learning_rate=0.1, seed=0
+    )
+    evaluation = trainer.evaluate(result.params, x_test, y_test)
+    assert evaluation.accuracy >= 0.97, evaluation
+
+
 def test_mlp_reaches_95_percent_on_digits(tmp_path, digits):
     x_train, x_test, y_train, y_test = digits
     package = build_package(tmp_path, "mlp:64-32-10", optimizer="sgd")
@@ -266,6 +278,7 @@ print(json.dumps({"backend": trainer.backend, "losses": result.epoch_losses}))
         ("mlp:64-32-10", "cross-entropy", 0.1),
         ("mlp:64-16-10:tanh", "mse", 0.05),
         ("logreg:64-1", "binary-cross-entropy", 0.1),
+        ("cnn:8x8", "cross-entropy", 0.1),
     ],
 )
 def test_portable_equals_official_training_api(tmp_path, digits, ort_python, spec, loss, lr):
