@@ -13,18 +13,41 @@ from edge_sdk.training.package import ModelPackage
 from edge_sdk.training.trainers import OrtTrainingTrainer, epoch_order
 
 
+def _set(module, weight, bias):
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+        module.bias.copy_(torch.from_numpy(bias))
+    return module
+
+
+def torch_model(package) -> torch.nn.Module:
+    """The package's zoo model as PyTorch layers, from its initial parameters: an MLP (mlp:, logreg:)
+    or the conv net (cnn:): 3x3 convolutions with ReLU and 2x2 max-pooling, then a linear layer."""
+    params = package.initial_params()
+    spec = package.manifest["model"]
+    layers = []
+    if spec.startswith("cnn:"):
+        dims = [int(d) for d in spec.split(":")[1].split("-")[0].split("x")]
+        layers.append(torch.nn.Unflatten(1, dims if len(dims) == 3 else [1, *dims]))
+        for i in range(sum(1 for p in params if p.startswith("conv") and p.endswith(".weight"))):
+            w = params[f"conv{i}.weight"]
+            conv = torch.nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], padding=w.shape[2] // 2)
+            layers += [_set(conv, w, params[f"conv{i}.bias"]), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        layers.append(torch.nn.Flatten())
+        linear = [("fc.weight", "fc.bias")]
+    else:
+        names = package.manifest["params"]
+        linear = list(zip(names[0::2], names[1::2], strict=True))
+    for i, (w, b) in enumerate(linear):
+        layers.append(_set(torch.nn.Linear(*params[w].shape), params[w].T, params[b]))
+        if i < len(linear) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
 def torch_eager(package, x, y, epochs, batch, lr, seed):
     torch.set_num_threads(1)
-    params = package.initial_params()
-    layers = []
-    names = package.manifest["params"]
-    for i in range(0, len(names), 2):
-        linear = torch.nn.Linear(*params[names[i]].shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(params[names[i]].T.copy()))
-            linear.bias.copy_(torch.from_numpy(params[names[i + 1]]))
-        layers += [linear, torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
+    model = torch_model(package)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
