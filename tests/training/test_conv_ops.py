@@ -57,18 +57,20 @@ CASES = {
         ],
         v | {"c.w": weights(4, 1, 3, 3), "c.b": weights(4)},
     ),
-    # 2-D, dilation 2, no bias, overlapping max-pooling windows (gradients add where they share a max)
+    # 2-D, dilation 2, no bias, overlapping max-pooling windows (gradients add where they share a
+    # max), then dilated ones
     "conv2d-dilated-overlapping-maxpool": lambda v: (
         (1, 8, 8),
         [
             node("Conv", ["x", "c.w"], "c", dilations=[2, 2], pads=[2, 2, 2, 2]),
-            node("MaxPool", ["c"], "p", kernel_shape=[3, 3], strides=[2, 2]),
+            node("MaxPool", ["c"], "p0", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+            node("MaxPool", ["p0"], "p", kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 2]),
             *head("p", 3 * 3 * 3, v),
         ],
         v | {"c.w": weights(3, 1, 3, 3)},
     ),
     # 1-D depthwise (group = channels, 2 per channel), stride 2, SAME_UPPER; separate max windows;
-    # a pointwise convolution; global average pooling
+    # a pointwise convolution; 1-D average pooling at a padded border; global average pooling
     "conv1d-depthwise-same": lambda v: (
         (4, 11),
         [
@@ -76,7 +78,8 @@ CASES = {
             node("Sigmoid", ["d"], "s"),
             node("MaxPool", ["s"], "p", kernel_shape=[2], strides=[2]),
             node("Conv", ["p", "pw.w", "pw.b"], "pw"),
-            node("GlobalAveragePool", ["pw"], "g"),
+            node("AveragePool", ["pw"], "a", kernel_shape=[2], pads=[1, 0]),
+            node("GlobalAveragePool", ["a"], "g"),
             *head("g", 5, v),
         ],
         v | {"d.w": weights(8, 1, 3), "d.b": weights(8), "pw.w": weights(5, 8, 1), "pw.b": weights(5)},

@@ -1,4 +1,4 @@
-"""Convolution, 1-D and 2-D (any rank ONNX Runtime runs), with stride, padding, dilation and groups.
+"""Convolution, 1-D and 2-D, with stride, padding, dilation and groups.
 
 dX = ConvTranspose(dY, W) with the forward's strides, pads, dilations and groups, and an
      output padding that restores the input's exact size;
