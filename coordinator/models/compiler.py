@@ -15,6 +15,7 @@ Parameters are what the optimizer trains; buffers are model values a step update
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,6 +171,8 @@ def emit_step(b: Builder, fwd: ForwardGraph, loss: str, opt: Optimizer, inputs: 
     for name, value in fwd.constants.items():
         env[name] = b.const(value, name, value.dtype)
     step = Step(b, env, fwd.shapes, fwd.values, fwd.needs(), noise=inputs.get("noise"), out_names=out_names)
+    step.readers = Counter([fwd.output, *(i for node in fwd.nodes for i in node.input)])
+    step.producers = {o: node for node in fwd.nodes for o in node.output}
     for node in fwd.nodes:
         rule = RULES[node.op_type]
         env.update(zip(node.output, rule.forward(step, node) if rule.forward else step.copy(node), strict=True))

@@ -57,13 +57,14 @@ CASES = {
         ],
         v | {"c.w": weights(4, 1, 3, 3), "c.b": weights(4)},
     ),
-    # 2-D, dilation 2, no bias, overlapping max-pooling windows (gradients add where they share a
-    # max), then dilated ones
+    # 2-D, dilation 2, no bias, a ReLU, overlapping max-pooling windows (gradients add where they
+    # share a max), then dilated ones
     "conv2d-dilated-overlapping-maxpool": lambda v: (
         (1, 8, 8),
         [
             node("Conv", ["x", "c.w"], "c", dilations=[2, 2], pads=[2, 2, 2, 2]),
-            node("MaxPool", ["c"], "p0", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+            node("Relu", ["c"], "r"),
+            node("MaxPool", ["r"], "p0", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
             node("MaxPool", ["p0"], "p", kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 2]),
             *head("p", 3 * 3 * 3, v),
         ],

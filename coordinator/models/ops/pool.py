@@ -37,13 +37,19 @@ def maxpool_forward(step: Step, node) -> list[str]:
 def maxpool_backward(step: Step, node, dy: str) -> None:
     b = step.b
     x = step.env[node.input[0]]
+    target = node.input[0]
+    relu = step.producers.get(target)
+    if relu is not None and relu.op_type == "Relu" and step.readers[target] == 1:
+        # Relu then MaxPool: the gradient reaches only the maxima, where relu' = sign(max); masking
+        # the pooled gradient spares the Relu's rule on the larger input
+        dy = b.op("Mul", [dy, b.op("Sign", [step.env[node.output[0]]])], "drelu_pooled")
+        target = relu.input[0]
     indices = step.saved[node.output[0]]["indices"]
     shape, kernel, strides, dilations, pads = _window(step, node)
     size = b.op("Shape", [x], "shape")
     if all(d == 1 and k <= s for k, s, d in zip(kernel, strides, dilations, strict=True)):  # windows apart
         step.add(
-            node.input[0],
-            b.op("MaxUnpool", [dy, indices, size], "dmaxpool", kernel_shape=kernel, strides=strides, pads=pads),
+            target, b.op("MaxUnpool", [dy, indices, size], "dmaxpool", kernel_shape=kernel, strides=strides, pads=pads)
         )
         return
     flat = b.ints([-1], "flat")
@@ -55,7 +61,7 @@ def maxpool_backward(step: Step, node, dy: str) -> None:
         axis=0,
         reduction="add",
     )
-    step.add(node.input[0], b.op("Reshape", [spread, size], "dmaxpool"))
+    step.add(target, b.op("Reshape", [spread, size], "dmaxpool"))
 
 
 def averagepool_backward(step: Step, node, dy: str) -> None:

@@ -50,6 +50,8 @@ class Step:
     out_names: dict[str, str] = field(default_factory=dict)  # fixed names for updated buffers (graph outputs)
     noise: str | None = None  # uniform [0, 1) noise, [batch, width]: dropout masks are cut from it
     noise_used: int = 0
+    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)  # forward value -> its node
+    readers: dict[str, int] = field(default_factory=dict)  # forward value -> how many nodes (or the output) read it
 
     def add(self, name: str, grad: str) -> None:
         """Accumulate a gradient where a value fans out."""
