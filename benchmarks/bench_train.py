@@ -73,12 +73,13 @@ def package_for(spec: str, directory: pathlib.Path) -> ModelPackage:
 
 
 def throughput(spec: str, x, y, args, tmp: pathlib.Path) -> dict | None:
-    """{backend: (steps/s, final loss)}, best of the repeats; None when the official API cannot run."""
+    """{backend: (steps/s, final loss)}, best of the repeats; None when the official API cannot run.
+    Each repeat runs every backend once, one after the other, so a change in the machine's load
+    touches them alike."""
     package = package_for(spec, tmp / spec.replace(":", "_"))
-    results = {}
-    for name, fused in (("portable (per step)", False), ("portable (fused epoch)", True)):
-        runs = []
-        for _ in range(args.repeats):
+    runs: dict[str, list] = {}
+    for _ in range(args.repeats):
+        for name, fused in (("portable (per step)", False), ("portable (fused epoch)", True)):
             result = PortableTrainer(package, fused=fused, threads=1).fit(
                 package.initial_params(),
                 x,
@@ -88,20 +89,19 @@ def throughput(spec: str, x, y, args, tmp: pathlib.Path) -> dict | None:
                 learning_rate=LR,
                 seed=SEED,
             )
-            runs.append((result.steps / result.seconds, result.epoch_losses[-1]))
-        results[name] = max(runs)
-    worker = subprocess.run(
-        [args.ort_python, str(ROOT / "benchmarks/_official_worker.py"), str(package.directory), str(tmp / "data.npz"),
-         str(args.epochs), str(args.batch_size), str(LR), str(SEED), str(args.repeats)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
-    )  # fmt: skip
-    if worker.returncode != 0:
-        print(worker.stderr[-2000:], file=sys.stderr)
-        return None
-    other = json.loads(worker.stdout.strip().splitlines()[-1])
-    results["official ORT training API"] = tuple(other["official"])
-    results[f"PyTorch {other['torch_version']} eager"] = tuple(other["torch"])
-    return results
+            runs.setdefault(name, []).append((result.steps / result.seconds, result.epoch_losses[-1]))
+        worker = subprocess.run(
+            [args.ort_python, str(ROOT / "benchmarks/_official_worker.py"), str(package.directory),
+             str(tmp / "data.npz"), str(args.epochs), str(args.batch_size), str(LR), str(SEED)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+        )  # fmt: skip
+        if worker.returncode != 0:
+            print(worker.stderr[-2000:], file=sys.stderr)
+            return None
+        other = json.loads(worker.stdout.strip().splitlines()[-1])
+        runs.setdefault("official ORT training API", []).append(tuple(other["official"]))
+        runs.setdefault(f"PyTorch {other['torch_version']} eager", []).append(tuple(other["torch"]))
+    return {name: max(results) for name, results in runs.items()}
 
 
 def arm64(args, x, y, tmp: pathlib.Path) -> int:
