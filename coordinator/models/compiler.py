@@ -24,6 +24,7 @@ from onnx import TensorProto, numpy_helper, shape_inference
 
 from coordinator.models.importer import features_input
 from coordinator.models.losses import emit_loss
+from coordinator.models.netbuild import OPSET
 from coordinator.models.ops import RULES
 from coordinator.models.ops.builder import Builder
 from coordinator.models.ops.step import Step, UnsupportedModelError, attrs, describe
@@ -45,7 +46,7 @@ class ForwardGraph:
     shapes: dict[str, tuple]  # static shapes, None where only the run knows (the batch)
     feature_width: int
     output_width: int
-    opset: int
+    opset: int  # of the train-step graphs: the model's, 17 at least (ScatterElements adds from 16 on)
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto, frozen=()) -> tuple[ForwardGraph, dict[str, np.ndarray]]:
@@ -112,7 +113,7 @@ class ForwardGraph:
             shapes,
             shapes[features.name][1],
             out_shape[1],
-            next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            max(OPSET, next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))),
         )
         return fwd, initial
 

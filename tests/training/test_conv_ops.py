@@ -5,6 +5,7 @@ and separate pooling windows, border-aware average pooling; BatchNormalization's
 statistics; dropout; and the zoo's conv nets."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from conftest import build_package
@@ -153,6 +154,19 @@ def test_operator_gradients_match_finite_differences(tmp_path, case):
         assert package.buffers == ["bn.m", "bn.v", "bn2.m", "bn2.v"] and package.noise_width == 12
         assert "ratio" not in package.manifest["params"]
     check_gradients(package, np.random.default_rng(1), n=6)
+
+
+@pytest.mark.parametrize(
+    "case, opset", [("conv2d-dilated-overlapping-maxpool", 13), ("batchnorm-dropout-concat-softmax", 21)]
+)
+def test_models_of_older_and_newer_opsets_compile(tmp_path, case, opset):
+    """Opset 13 (the step graphs go to 17) and 21 (ReduceMean takes its axes as an input)."""
+    sample, nodes, values = CASES[case]({})
+    forward = model(nodes, sample, values, opset=opset)
+    build_from_model(tmp_path, forward, {}, loss="cross-entropy", optimizer=Optimizer(), model_name=case)
+    package = ModelPackage.load(tmp_path)
+    assert onnx.load(package.path("train_step")).opset_import[0].version == max(17, opset)
+    check_gradients(package, np.random.default_rng(1), n=6, coords=4)
 
 
 @pytest.mark.parametrize("spec", ["cnn:8x8", "cnn1d:3x8-4"])
