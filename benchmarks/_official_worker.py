@@ -1,5 +1,5 @@
 """Runs in the onnxruntime-training environment (.venv-ort): the official training API and PyTorch
-eager, once each, on the same model, data and batch order as bench_train.py. Prints one JSON line."""
+eager, the better of two runs each, on the same model, data and batch order as bench_train.py. Prints one JSON line."""
 
 import json
 import sys
@@ -73,12 +73,14 @@ def main():
     package = ModelPackage.load(package_dir)
     data = np.load(data_path)
     x, y = data["x"], data["y"]
-    result = OrtTrainingTrainer(package, threads=1).fit(
-        package.initial_params(), x, y, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed
-    )
-    official = (result.steps / result.seconds, result.epoch_losses[-1])
-    eager = torch_eager(package, x, y, epochs, batch, lr, seed)
-    print(json.dumps({"official": official, "torch": eager, "torch_version": torch.__version__}))
+    official, eager = [], []
+    for _ in range(2):  # the better of two: the first run in a fresh process pays its warm-up
+        result = OrtTrainingTrainer(package, threads=1).fit(
+            package.initial_params(), x, y, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed
+        )
+        official.append((result.steps / result.seconds, result.epoch_losses[-1]))
+        eager.append(torch_eager(package, x, y, epochs, batch, lr, seed))
+    print(json.dumps({"official": max(official), "torch": max(eager), "torch_version": torch.__version__}))
 
 
 if __name__ == "__main__":

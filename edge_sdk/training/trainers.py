@@ -220,6 +220,7 @@ class OrtTrainingTrainer(_Evaluator):
         if package.buffers or package.noise_width:
             raise ValueError("the official training API backend trains models without BatchNormalization or Dropout")
         self._api = api
+        self.threads = threads
         self.artifacts = package.ort_artifacts
         if not (self.artifacts / "training_model.onnx").exists():
             raise FileNotFoundError(
@@ -229,7 +230,13 @@ class OrtTrainingTrainer(_Evaluator):
     def fit(self, params, features, labels, *, epochs, batch_size, learning_rate, seed) -> FitResult:
         api, a = self._api, self.artifacts
         state = api.CheckpointState.load_checkpoint(str(a / "checkpoint"))
-        module = api.Module(str(a / "training_model.onnx"), state, str(a / "eval_model.onnx"), device="cpu")
+        module = api.Module(
+            str(a / "training_model.onnx"),
+            state,
+            str(a / "eval_model.onnx"),
+            device="cpu",
+            session_options=session_options(self.threads),
+        )
         # only once a Module holds the state: setting parameters before that crashes 1.19.2 (segfault)
         for p in self.package.manifest["params"]:
             state.parameters[p].data = np.ascontiguousarray(params[p], np.float32)

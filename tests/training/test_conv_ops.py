@@ -71,10 +71,11 @@ CASES = {
         ],
         v | {"c.w": weights(3, 1, 3, 3)},
     ),
-    # 1-D depthwise (group = channels, 2 per channel), stride 2, SAME_UPPER; separate max windows;
-    # a pointwise convolution; 1-D average pooling at a padded border; global average pooling
+    # 1-D depthwise (group = channels, 2 per channel), stride 2, SAME_UPPER; separate max windows
+    # that leave a step over; a pointwise convolution; 1-D average pooling at a padded border;
+    # global average pooling
     "conv1d-depthwise-same": lambda v: (
-        (4, 11),
+        (4, 13),
         [
             node("Conv", ["x", "d.w", "d.b"], "d", group=4, strides=[2], auto_pad="SAME_UPPER"),
             node("Sigmoid", ["d"], "s"),

@@ -71,7 +71,9 @@ def _weight_grad(step: Step, x: str, dy: str, shape, kernel, groups, strides, di
     rank, channels = len(shape), shape[1]
     spatial = list(shape[2:])
     swap = [1, 0, *range(2, rank)]
-    if groups == 1:
+    if channels == 1:  # [N, 1, ...] -> [1, N, ...] moves nothing
+        xt = b.reshape(x, [1, -1, *spatial], "x_t")
+    elif groups == 1:
         xt = b.op("Transpose", [x], "x_t", perm=swap)  # [C, N, ...]
     else:  # [N, g, C/g, ...] -> [C/g, g, N, ...] -> [C/g, g * N, ...]
         per_group = channels // groups
@@ -89,6 +91,8 @@ def _weight_grad(step: Step, x: str, dy: str, shape, kernel, groups, strides, di
         produced.append((padded - strides[i] * (out - 1) - 1) // dilations[i] + 1)
     if produced != list(kernel):  # a stride that does not divide the padded input leaves extra positions
         grad = b.op("Slice", [grad, b.ints([0] * n), b.ints(list(kernel)), b.ints(list(range(2, rank)))], "dconv_w")
+    if channels == groups:  # [1, M, ...] -> [M, 1, ...] moves nothing
+        return b.reshape(grad, [-1, 1, *kernel], "dconv_w")
     return b.op("Transpose", [grad], "dconv_w", perm=swap)  # [C/g, M, ...] -> [M, C/g, ...]
 
 

@@ -46,12 +46,15 @@ def maxpool_backward(step: Step, node, dy: str) -> None:
         target = relu.input[0]
     indices = step.saved[node.output[0]]["indices"]
     shape, kernel, strides, dilations, pads = _window(step, node)
-    size = b.op("Shape", [x], "shape")
     if all(d == 1 and k <= s for k, s, d in zip(kernel, strides, dilations, strict=True)):  # windows apart
+        n, pooled = len(kernel), step.static(node.output[0], node)[2:]
+        restored = [(pooled[i] - 1) * strides[i] + kernel[i] - pads[i] - pads[n + i] for i in range(n)]
+        size = [] if restored == list(shape[2:]) else [b.op("Shape", [x], "shape")]  # else a border was left over
         step.add(
-            target, b.op("MaxUnpool", [dy, indices, size], "dmaxpool", kernel_shape=kernel, strides=strides, pads=pads)
+            target, b.op("MaxUnpool", [dy, indices, *size], "dmaxpool", kernel_shape=kernel, strides=strides, pads=pads)
         )
         return
+    size = b.op("Shape", [x], "shape")
     flat = b.ints([-1], "flat")
     zeros = b.op("Reshape", [b.op("ConstantOfShape", [size], "zeros"), flat], "zeros")
     spread = b.op(

@@ -8,7 +8,7 @@ from coordinator.models.ops.step import Rule, Step, attrs
 
 
 def reshape_backward(step: Step, node, dy: str) -> None:
-    step.add(node.input[0], step.b.reshape(dy, step.env[node.input[0]], "dreshape"))
+    step.add(node.input[0], step.b.reshape(dy, step.shape_of(node.input[0]), "dreshape"))
 
 
 def concat_backward(step: Step, node, dy: str) -> None:

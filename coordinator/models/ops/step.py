@@ -71,6 +71,14 @@ class Step:
             raise UnsupportedModelError(f"{describe(node)}: {name} needs static dimensions besides the batch")
         return shape
 
+    def shape_of(self, name: str) -> list[int] | str:
+        """A Reshape target giving a value's shape: static (-1 for the one dimension only the run
+        knows) when that is enough, else the value's step name (its Shape is taken)."""
+        shape = self.shapes.get(name)
+        if shape is not None and sum(d is None for d in shape) <= 1:
+            return [-1 if d is None else d for d in shape]
+        return self.env[name]
+
     def value(self, name: str, node: onnx.NodeProto) -> np.ndarray:
         if name not in self.values:
             raise UnsupportedModelError(f"{describe(node)}: {name} must be a constant")
