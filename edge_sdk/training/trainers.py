@@ -116,39 +116,47 @@ def _zero_state(manifest: dict) -> dict[str, np.ndarray]:
 class _BoundStep:
     """train_step.onnx with its parameters and state kept as OrtValues between steps.
 
-    Two buffer sets swap roles each step (read one, write the other), so a step copies nothing
-    but its batch in; about 12% faster than session.run with numpy feeds on a 64-32-10 MLP.
+    Two buffer sets swap roles each step (read one, write the other), each direction bound once
+    to its own IOBinding, so a step binds only its batch and copies nothing else; about 12% faster
+    than session.run with numpy feeds on a 64-32-10 MLP.
     """
 
     def __init__(self, session: ort.InferenceSession, package: ModelPackage, learning_rate: float):
-        self.session, self.binding = session, session.io_binding()
+        self.session = session
         manifest = package.manifest
         self.carried = [*package.model_names, *manifest["state"]]
         out = manifest["outputs"]
         self.outputs = {**out["new_params"], **out.get("new_buffers", {}), **out["new_state"]}
         self.inputs = manifest["inputs"]
         self.loss = ort.OrtValue.ortvalue_from_numpy(np.zeros((), np.float32))
-        self.binding.bind_ortvalue_output(out["loss"], self.loss)
-        self.binding.bind_cpu_input(self.inputs["learning_rate"], np.array(learning_rate, np.float32))
+        self.learning_rate = np.array(learning_rate, np.float32)
+        self.bindings = [session.io_binding(), session.io_binding()]
+        for binding in self.bindings:
+            binding.bind_ortvalue_output(out["loss"], self.loss)
+            binding.bind_cpu_input(self.inputs["learning_rate"], self.learning_rate)
 
     def load(self, values: dict[str, np.ndarray]) -> None:
-        self.current = {k: ort.OrtValue.ortvalue_from_numpy(np.array(values[k], np.float32)) for k in self.carried}
-        self.spare = {k: ort.OrtValue.ortvalue_from_numpy(np.empty_like(values[k], np.float32)) for k in self.carried}
+        self.sets = [
+            {k: ort.OrtValue.ortvalue_from_numpy(np.array(values[k], np.float32)) for k in self.carried},
+            {k: ort.OrtValue.ortvalue_from_numpy(np.empty_like(values[k], np.float32)) for k in self.carried},
+        ]
+        for i, binding in enumerate(self.bindings):  # binding i reads set i and writes the other
+            for k in self.carried:
+                binding.bind_ortvalue_input(k, self.sets[i][k])
+                binding.bind_ortvalue_output(self.outputs[k], self.sets[1 - i][k])
+        self.turn = 0
 
     def values(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy().copy() for k, v in self.current.items()}
+        return {k: v.numpy().copy() for k, v in self.sets[self.turn].items()}
 
     def step(self, features: np.ndarray, labels: np.ndarray, noise: np.ndarray | None) -> float:
-        b = self.binding
-        b.bind_cpu_input(self.inputs["features"], features)
-        b.bind_cpu_input(self.inputs["labels"], labels)
+        binding = self.bindings[self.turn]
+        binding.bind_cpu_input(self.inputs["features"], features)
+        binding.bind_cpu_input(self.inputs["labels"], labels)
         if noise is not None:
-            b.bind_cpu_input(self.inputs["noise"], noise)
-        for k in self.carried:
-            b.bind_ortvalue_input(k, self.current[k])
-            b.bind_ortvalue_output(self.outputs[k], self.spare[k])
-        self.session.run_with_iobinding(b)
-        self.current, self.spare = self.spare, self.current
+            binding.bind_cpu_input(self.inputs["noise"], noise)
+        self.session.run_with_iobinding(binding)
+        self.turn ^= 1
         return float(self.loss.numpy())
 
 
