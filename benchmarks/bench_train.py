@@ -6,7 +6,7 @@ Same model, data (scikit-learn digits, 1347 training samples), batch order, SGD 
 thread each. The official API and PyTorch run in the onnxruntime-training environment (.venv-ort;
 it cannot share an environment with the stock onnxruntime), in the same run.
 
-With --arm64: seconds per local epoch on one device's share of the digits (1347 / 10 devices),
+With --arm64: milliseconds per local epoch on one device's share of the digits (1347 / 10 devices),
 batch 16 as `blockfl emulate` trains, portable and fused, natively and on the emulated
 Raspberry Pi 4 (qemu-user, Cortex-A72, the stock aarch64 onnxruntime wheel; the root that
 tests/integration/test_arm64.py builds in .cache/arm64, running this checkout's edge_sdk).
@@ -113,10 +113,10 @@ def arm64(args, x, y, tmp: pathlib.Path) -> int:
     share = len(x) // 10
     np.savez(tmp / "share.npz", x=x[:share], y=y[:share])
     print(
-        f"seconds per local epoch: {share} samples (a tenth of the digits), batch 16, SGD, 1 thread, "
+        f"milliseconds per local epoch: {share} samples (a tenth of the digits), batch 16, SGD, 1 thread, "
         f"best of {args.repeats}"
     )
-    print(f"{'model':14} {'where':26} {'portable':>9} {'fused':>9}")
+    print(f"{'model':14} {'where':26} {'portable ms':>12} {'fused ms':>9}")
     for spec in args.models.split(","):
         package = package_for(spec, tmp / spec.replace(":", "_"))
         where = {"x86_64 (this machine)": [sys.executable], "emulated Raspberry Pi 4": [
@@ -131,7 +131,7 @@ def arm64(args, x, y, tmp: pathlib.Path) -> int:
                 print(run.stderr[-2000:], file=sys.stderr)
                 return 1
             seconds = json.loads(run.stdout.strip().splitlines()[-1])
-            print(f"{spec:14} {label:26} {seconds['portable']:9.3f} {seconds['fused']:9.3f}")
+            print(f"{spec:14} {label:26} {1000 * seconds['portable']:12.1f} {1000 * seconds['fused']:9.1f}")
     return 0
 
 
