@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sqlite3
 import sys
 from pathlib import Path
 
 from coordinator.emulator.command import add_emulate
+from coordinator.models.command import add_model
 from edge_sdk.protocol.errors import ProtocolError
 from edge_sdk.protocol.task import PRIVACY_MODES
 from edge_sdk.training.package import LOSSES
@@ -42,35 +42,6 @@ def _chain_demo(args) -> int:
     )
     print(f"chain in {args.db}: {store.count()} blocks, tip height {store.tip.header.height}")
     print("\n".join(period_lines(store.best_chain()[1:], store.task.chain.target_interval_ms)))
-    return 0
-
-
-def _model_build(args) -> int:
-    import onnx
-
-    from coordinator.models.compiler import Optimizer
-    from coordinator.models.package_writer import build_package
-    from coordinator.models.zoo import build_forward
-
-    optimizer = Optimizer.parse(args.optimizer)
-    if args.model.endswith(".onnx"):
-        forward, params, name = onnx.load(args.model), {}, args.model
-    else:
-        forward, params = build_forward(args.model, seed=args.seed)
-        name = args.model
-    manifest = build_package(args.out, forward, params, loss=args.loss, optimizer=optimizer, model_name=name)
-    count = sum(math.prod(s) for s in manifest["param_shapes"].values())
-    print(f"wrote {args.out}: {name}, {count} parameters, loss {args.loss}, optimizer {args.optimizer}")
-    if args.ort_artifacts:
-        return _model_artifacts(argparse.Namespace(package=args.out))
-    return 0
-
-
-def _model_artifacts(args) -> int:
-    from coordinator.models.ort_artifacts import generate
-
-    out = generate(args.package)
-    print(f"wrote official training artifacts to {out}")
     return 0
 
 
@@ -194,14 +165,6 @@ def _coordinator_publish(args) -> int:
     return 0
 
 
-def _model_ort(args) -> int:
-    from coordinator.models.ort_format import convert_package
-
-    written = convert_package(args.package)
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
-
-
 def _difficulty(args, miners: int):
     """The initial difficulty from --initial-hashes, --hash-rate or a measurement here, printed."""
     from coordinator.task.calibrate import initial_difficulty
@@ -270,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--task-dir", required=True)
     init.add_argument("--miner", action="append", required=True, help="a miner's identity directory (repeat per miner)")
     init.add_argument("--name", default="task")
-    init.add_argument("--model", default="mlp:64-32-10")
+    init.add_argument("--model", default="mlp:64-32-10", help="a zoo model (see `blockfl model build --help`)")
     init.add_argument("--loss", default="cross-entropy", choices=LOSSES)
     init.add_argument("--optimizer", default="sgd")
     init.add_argument("--epochs", type=int, default=5)
@@ -329,38 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--ca-file", help="CA certificate for mqtts")
     publish.set_defaults(func=_coordinator_publish)
 
-    model = commands.add_parser("model", help="build model packages for on-device training")
-    model_cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
-    build = model_cmds.add_parser(
-        "build",
-        help="compile a forward model into train-step graphs "
-        "(forward.onnx, train_step.onnx, train_epoch.onnx, params.npz, manifest.json)",
-    )
-    build.add_argument(
-        "--model", required=True, help="logreg:IN-OUT, mlp:IN-H1-...-OUT[:relu|tanh|sigmoid], or a forward .onnx file"
-    )
-    build.add_argument("--loss", default="cross-entropy", choices=LOSSES)
-    build.add_argument("--optimizer", default="sgd", help="sgd, momentum[:MU] (default mu 0.9), or adam (default sgd)")
-    build.add_argument("--out", required=True, help="package directory to write")
-    build.add_argument("--seed", type=int, default=0, help="seed of the initial parameters (zoo models)")
-    build.add_argument(
-        "--ort-artifacts",
-        action="store_true",
-        help="also generate the official training artifacts (needs onnxruntime-training)",
-    )
-    build.set_defaults(func=_model_build)
-    artifacts = model_cmds.add_parser(
-        "artifacts",
-        help="generate official onnxruntime-training artifacts for a package "
-        "(needs onnxruntime-training, onnx 1.16, torch)",
-    )
-    artifacts.add_argument("package", help="package directory written by `blockfl model build`")
-    artifacts.set_defaults(func=_model_artifacts)
-    ort_cmd = model_cmds.add_parser(
-        "ort", help="convert a package's graphs to ORT format (mobile and minimal builds) into PACKAGE/ort/"
-    )
-    ort_cmd.add_argument("package", help="package directory written by `blockfl model build`")
-    ort_cmd.set_defaults(func=_model_ort)
+    add_model(commands)
     return parser
 
 

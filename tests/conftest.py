@@ -180,7 +180,7 @@ def digits():
 
 
 def build_package(directory, spec="mlp:64-32-10", loss="cross-entropy", optimizer="sgd", seed=0):
-    from coordinator.models.compiler import Optimizer
+    from coordinator.models.optimizers import Optimizer
     from coordinator.models.package_writer import build_package as build
     from coordinator.models.zoo import build_forward
     from edge_sdk.training.package import ModelPackage

@@ -72,7 +72,11 @@ def add_emulate(commands, difficulty_options: Callable[[argparse.ArgumentParser]
         help="digits (scikit-learn's), generated[:N] (a generated 64-feature, 10-class set of N samples, "
         "default 20000), or FILE.npz with arrays x (samples x features) and y (class labels 0..C-1)",
     )
-    emulate.add_argument("--model", default="mlp:64-32-10")
+    emulate.add_argument(
+        "--model",
+        default="mlp:64-32-10",
+        help="a zoo model, e.g. mlp:64-32-10 or cnn:8x8 (`blockfl model build --help`)",
+    )
     emulate.add_argument("--epochs", type=int, default=5, help="local epochs per round")
     emulate.add_argument("--batch-size", type=int, default=16)
     emulate.add_argument("--learning-rate", type=float, default=0.1)

@@ -24,7 +24,7 @@ def probe_model(o, test_set, shard) -> float:
     measure how long one device's local training takes on this machine (seconds)."""
     import tempfile
 
-    from coordinator.models.compiler import Optimizer
+    from coordinator.models.optimizers import Optimizer
     from coordinator.models.package_writer import build_package
     from coordinator.models.zoo import build_forward
     from edge_sdk.training.package import ModelPackage

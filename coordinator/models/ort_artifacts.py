@@ -39,6 +39,11 @@ def generate(package_dir: str | Path) -> Path:
     optimizer = m["optimizer"]
     if optimizer["kind"] == "sgd" and optimizer["momentum"]:
         raise ArtifactsUnavailable("the official training API has no SGD with momentum; use sgd or adam")
+    if package.buffers or package.noise_width:
+        raise ArtifactsUnavailable(
+            "the official artifacts would not move BatchNormalization's running statistics or take the "
+            "package's dropout noise; the portable backend trains this model"
+        )
     forward = onnx.load(package.path("forward"))
     params = package.initial_params()
     # the official generator wants trainable parameters as initializers

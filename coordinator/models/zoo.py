@@ -1,23 +1,20 @@
-"""Forward ONNX models that fit a Raspberry Pi: multinomial logistic regression and MLPs.
+"""The model zoo: forward ONNX models that fit a Raspberry Pi, by name.
 
-A forward model takes `features` [batch, F] and every parameter as graph inputs (so a device
-feeds each round's global model) and returns `logits` [batch, C]. Initial parameters come
-separately (params.npz), drawn with a fixed seed.
+logreg:IN-OUT                      multinomial logistic regression
+mlp:IN-H1-...-OUT[:relu|tanh|sigmoid]
+cnn:[C x]H x W[-CLASSES]           images (convnets.py), e.g. cnn:8x8 for the digits
+cnn1d:C x L[-CLASSES]              sensor windows of C channels and L steps (convnets.py)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-OPSET = 17
-IR_VERSION = 8  # loads in every onnxruntime since 1.10, the official training package (1.19) included
+from coordinator.models.convnets import CONVNETS
+from coordinator.models.netbuild import ModelSpecError, Net
+
 ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
-
-
-class ModelSpecError(ValueError):
-    pass
 
 
 def parse_spec(spec: str) -> tuple[str, list[int], str]:
@@ -25,7 +22,10 @@ def parse_spec(spec: str) -> tuple[str, list[int], str]:
     parts = spec.split(":")
     kind = parts[0]
     if kind not in ("logreg", "mlp") or len(parts) not in (2, 3):
-        raise ModelSpecError(f"model spec {spec!r}: expected logreg:IN-OUT or mlp:IN-H1-...-OUT[:relu|tanh|sigmoid]")
+        raise ModelSpecError(
+            f"model spec {spec!r}: expected logreg:IN-OUT, mlp:IN-H1-...-OUT[:relu|tanh|sigmoid], "
+            "cnn:[C]xHxW[-CLASSES] or cnn1d:CxL[-CLASSES]"
+        )
     try:
         sizes = [int(s) for s in parts[1].split("-")]
     except ValueError:
@@ -39,38 +39,27 @@ def parse_spec(spec: str) -> tuple[str, list[int], str]:
 
 
 def build_forward(spec: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """The forward model and its initial parameters (Glorot-uniform weights, zero biases)."""
+    """The forward model and its initial parameters (and buffers)."""
+    kind, _, args = spec.partition(":")
+    if kind in CONVNETS:
+        return CONVNETS[kind](spec, args, seed)
+    return _dense(spec, seed)
+
+
+def _dense(spec: str, seed: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Glorot-uniform weights (zero for logreg), zero biases."""
     kind, sizes, activation = parse_spec(spec)
-    rng = np.random.default_rng(seed)
-    nodes, inputs, params = [], [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", sizes[0]])], {}
-    x = "features"
+    net = Net(sizes[0], seed)
     layers = len(sizes) - 1
     for i in range(layers):
         fan_in, fan_out = sizes[i], sizes[i + 1]
-        w, b = f"layer{i}.weight", f"layer{i}.bias"
-        limit = np.sqrt(6.0 / (fan_in + fan_out)) if kind == "mlp" else 0.0
-        params[w] = rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
-        params[b] = np.zeros(fan_out, np.float32)
-        inputs += [
-            helper.make_tensor_value_info(w, TensorProto.FLOAT, [fan_in, fan_out]),
-            helper.make_tensor_value_info(b, TensorProto.FLOAT, [fan_out]),
-        ]
+        if kind == "mlp":
+            w = net.uniform(f"layer{i}.weight", (fan_in, fan_out), fan_in, fan_out)
+        else:
+            w = net.value(f"layer{i}.weight", np.zeros((fan_in, fan_out)))
+        b = net.value(f"layer{i}.bias", np.zeros(fan_out))
         last = i == layers - 1
-        out = "logits" if last else f"layer{i}.linear"
-        nodes.append(helper.make_node("Gemm", [x, w, b], [out], name=f"layer{i}.gemm"))
+        net.apply("Gemm", [w, b], f"layer{i}.gemm", "logits" if last else f"layer{i}.linear")
         if not last:
-            nodes.append(
-                helper.make_node(ACTIVATIONS[activation], [out], [f"layer{i}.act"], name=f"layer{i}.{activation}")
-            )
-            out = f"layer{i}.act"
-        x = out
-    graph = helper.make_graph(
-        nodes,
-        spec.replace(":", "_"),
-        inputs,
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="blockfl-edge")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model, params
+            net.apply(ACTIVATIONS[activation], [], f"layer{i}.{activation}", f"layer{i}.act")
+    return net.model(spec.replace(":", "_"), sizes[-1])

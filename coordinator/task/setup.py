@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.models.compiler import Optimizer
+from coordinator.models.optimizers import Optimizer
 from coordinator.models.package_writer import build_package
 from coordinator.models.zoo import build_forward
 from coordinator.task.calibrate import initial_difficulty

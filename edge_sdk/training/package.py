@@ -51,9 +51,26 @@ class ModelPackage:
     def path(self, key: str) -> Path:
         return self.directory / self.manifest["files"][key]
 
+    @property
+    def buffers(self) -> list[str]:
+        """Model values a train step updates without the optimizer (BatchNormalization's running
+        statistics); a federation averages them with the parameters."""
+        return self.manifest.get("buffers", [])
+
+    @property
+    def model_names(self) -> list[str]:
+        """The model a federation averages: trainable parameters, then buffers."""
+        return [*self.manifest["params"], *self.buffers]
+
+    @property
+    def noise_width(self) -> int:
+        """Uniform noise values per sample a train step takes (its dropout masks); 0: none."""
+        return self.manifest.get("noise_width", 0)
+
     def initial_params(self) -> dict[str, np.ndarray]:
+        """The initial model: every name in `model_names`."""
         with np.load(self.path("params")) as data:
-            return {p: data[p].astype(np.float32) for p in self.manifest["params"]}
+            return {p: data[p].astype(np.float32) for p in self.model_names}
 
     def labels(self, labels: np.ndarray) -> np.ndarray:
         """Labels in the dtype and shape the graphs take."""

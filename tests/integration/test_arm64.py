@@ -1,7 +1,8 @@
 """A real device on an emulated Raspberry Pi 4 (aarch64, Cortex-A72, qemu-user) against a native
-Mosquitto and a native miner: it trains with the portable backend on the stock aarch64
-onnxruntime wheel, signs, seals and publishes an update; the miner accepts it and mines a block;
-the emulated device verifies that block and computes the same model hash as the native side.
+Mosquitto and a native miner: it trains the conv net cnn:8x8 with the portable backend on the
+stock aarch64 onnxruntime wheel, signs, seals and publishes an update; the miner accepts it and
+mines a block; the emulated device verifies that block and computes the same model hash as the
+native side.
 
 The emulated root and its installed wheels are cached in .cache/arm64 (cold: about 2 minutes)."""
 
@@ -87,7 +88,7 @@ def test_the_install_script_gives_a_working_device_cli_on_arm64(arm64_python):
 
 
 def test_an_emulated_pi_trains_publishes_and_verifies_against_native_nodes(arm64_python, tmp_path):
-    bed = Testbed(tmp_path / "bed", miners=1, devices=1, min_updates=1, max_wait_ms=60_000)
+    bed = Testbed(tmp_path / "bed", miners=1, devices=1, min_updates=1, max_wait_ms=60_000, model="cnn:8x8")
     try:
         bed.start_miner(0)
         bed.start_device(0, python=arm64_python)

@@ -5,11 +5,13 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from conftest import build_package
 
 
-def test_a_training_step_from_the_ort_file_matches_the_onnx_file(tmp_path):
-    package = build_package(tmp_path / "pkg", "mlp:64-32-10", optimizer="adam")
+@pytest.mark.parametrize("spec", ["mlp:64-32-10", "cnn1d:3x16-4"])
+def test_a_training_step_from_the_ort_file_matches_the_onnx_file(tmp_path, spec):
+    package = build_package(tmp_path / "pkg", spec, optimizer="adam")
     result = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "model", "ort", str(tmp_path / "pkg")], capture_output=True, text=True
     )
@@ -18,15 +20,15 @@ def test_a_training_step_from_the_ort_file_matches_the_onnx_file(tmp_path):
     rng = np.random.default_rng(0)
     feeds = {**package.initial_params(), **{s: np.zeros(m["state_shapes"][s], np.float32) for s in m["state"]}}
     feeds |= {
-        "features": rng.random((16, 64), dtype=np.float32),
-        "labels": rng.integers(0, 10, 16),
+        "features": rng.random((16, m["num_features"]), dtype=np.float32),
+        "labels": rng.integers(0, m["num_outputs"], 16),
         "learning_rate": np.array(0.01, np.float32),
     }
-    outputs = (
-        [m["outputs"]["loss"]]
-        + [m["outputs"]["new_params"][p] for p in m["params"]]
-        + [m["outputs"]["new_state"][s] for s in m["state"]]
-    )
+    if package.noise_width:
+        feeds["noise"] = rng.random((16, package.noise_width), dtype=np.float32)
+    outputs = [m["outputs"]["loss"]] + [
+        name for key in ("new_params", "new_buffers", "new_state") for name in m["outputs"][key].values()
+    ]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     onnx_out = ort.InferenceSession(str(package.path("train_step")), options).run(outputs, feeds)
