@@ -9,7 +9,9 @@ names, arguments, string literals) one at a time and runs the tests that reach t
 function; a change no test notices "survives". Survivors that only alter the text of an error
 or log message are counted apart ("message text": the behaviour a peer sees is the reason code,
 not the sentence); every other survivor is a missing test or an equivalent mutant, and is listed
-with its diff in `out/mutation/survivors.md`.
+with its diff in `out/mutation/survivors.md`. A survivor reviewed as equivalent (it cannot change
+behaviour) is listed in `deploy/dev/equivalent_mutants/<module>.toml` with its changed lines and the
+reason; it counts as equivalent only while both its name and its change still match.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_LINE = re.compile(r"Error\(|raise |event\(|log\.|warn|print\(|help=")
 DONE = {"killed", "timeout", "caught by type check", "segfault"}
+EQUIVALENTS = ROOT / "deploy" / "dev" / "equivalent_mutants"
+
+
+def equivalents() -> dict[str, tuple[list[str], str]]:
+    """Reviewed equivalent mutants: name -> (changed lines, why)."""
+    found = {}
+    for path in sorted(EQUIVALENTS.glob("*.toml")):
+        for entry in tomllib.loads(path.read_text()).get("equivalent", []):
+            found[entry["mutant"]] = (entry["change"], entry["why"])
+    return found
 
 
 def configured_modules() -> list[str]:
@@ -101,8 +113,8 @@ def _without_strings(source: str) -> list[str]:
         return [source]
 
 
-def classify(module: str, key: str, functions: dict[str, str]) -> tuple[bool, str]:
-    """(message text only?, diff) of a surviving mutant against the original function."""
+def classify(module: str, key: str, functions: dict[str, str]) -> tuple[bool, str, list[str]]:
+    """(message text only?, diff, changed lines) of a surviving mutant against the original function."""
     name = key.rsplit(".", 1)[1]
     base = name.split("__mutmut_")[0]
     original = functions.get(base + "__mutmut_orig", "")
@@ -112,11 +124,12 @@ def classify(module: str, key: str, functions: dict[str, str]) -> tuple[bool, st
     diff = "\n".join(difflib.unified_diff(original.splitlines(), mutant.splitlines(), module, module, lineterm="", n=1))
     changed = [line[1:] for line in diff.splitlines()[2:] if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     strings_only = _without_strings(original) == _without_strings(mutant)
-    return strings_only and all(MESSAGE_LINE.search(line) for line in changed), diff
+    marked = [line for line in diff.splitlines()[2:] if line[:1] in "+-"]
+    return strings_only and all(MESSAGE_LINE.search(line) for line in changed), diff, marked
 
 
 def report(modules: list[str], out: Path, seconds: float) -> dict:
-    rows, survivors = {}, []
+    rows, survivors, reviewed = {}, [], equivalents()
     for module in modules:
         meta = ROOT / "mutants" / (module + ".meta")
         if not meta.exists():
@@ -127,24 +140,25 @@ def report(modules: list[str], out: Path, seconds: float) -> dict:
         counts = Counter()
         for key, code in sorted(codes.items()):
             status = _status(code)
-            if status in DONE:
-                counts["killed"] += 1
+            if status in DONE or status == "not checked":
+                counts["killed" if status in DONE else status] += 1
                 continue
-            message, diff = classify(module, key, functions)
-            counts["message text" if message else status] += 1
-            if not message:
+            message, diff, change = classify(module, key, functions)
+            equivalent = key in reviewed and reviewed[key][0] == change
+            counts["message text" if message else "equivalent" if equivalent else status] += 1
+            if not message and not equivalent:
                 survivors.append((module, key, status, diff))
         counts["total"] = len(codes)
         rows[module] = counts
     out.mkdir(parents=True, exist_ok=True)
     lines = [
-        "| module | mutants | killed | message text | survived | no tests | kill rate |",
-        "|---|---|---|---|---|---|---|",
+        "| module | mutants | killed | message text | equivalent | survived | no tests | not run | kill rate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     totals = Counter()
     for module, c in rows.items():
         if c is None:
-            lines.append(f"| {module} | (not run) | | | | | |")
+            lines.append(f"| {module} | (not run) | | | | | | | |")
             continue
         totals.update(c)
         lines.append(_row(module, c))
@@ -154,16 +168,30 @@ def report(modules: list[str], out: Path, seconds: float) -> dict:
     with (out / "survivors.md").open("w") as f:
         for _module, key, status, diff in survivors:
             f.write(f"## {key} ({status})\n\n```diff\n{diff}\n```\n\n")
+    with (out / "survivors.toml").open("w") as f:  # entries to copy into equivalent_mutants/ once reviewed
+        for _module, key, _, diff in survivors:
+            change = [line for line in diff.splitlines()[2:] if line[:1] in "+-"]
+            f.write(f"[[equivalent]]\nmutant = {json.dumps(key, ensure_ascii=False)}\n")
+            f.write(f'change = {json.dumps(change, ensure_ascii=False)}\nwhy = ""\n\n')
     print(table)
     print(f"mutation: {seconds:.0f} s; survivors with diffs in {out / 'survivors.md'}")
     return {"totals": totals, "rows": rows}
 
 
+def kill_rate(c: Counter) -> float:
+    """Killed over the mutants that were run and could change behaviour (message text and reviewed
+    equivalents left out); survivors and mutants no test reaches count against it."""
+    judged = c["total"] - c["message text"] - c["equivalent"] - c["not checked"]
+    return 100.0 * c["killed"] / judged if judged else 100.0
+
+
 def _row(name: str, c: Counter) -> str:
-    judged = c["total"] - c["message text"]
-    rate = 100.0 * c["killed"] / judged if judged else 100.0
-    return (f"| {name} | {c['total']} | {c['killed']} | {c['message text']} | {c['survived']} | "
-            f"{c['no tests']} | {rate:.1f}% |")  # fmt: skip
+    return (f"| {name} | {c['total']} | {c['killed']} | {c['message text']} | {c['equivalent']} | "
+            f"{c['survived']} | {c['no tests']} | {c['not checked']} | {_rate(c)} |")  # fmt: skip
+
+
+def _rate(c: Counter) -> str:
+    return f"{kill_rate(c):.1f}%" if c["total"] > c["not checked"] else "-"
 
 
 def main() -> int:
@@ -174,6 +202,7 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--min-rate", type=float, default=0.0, help="exit 1 if the overall kill rate is lower")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "mutation")
+    parser.add_argument("--report-only", action="store_true", help="report on the results in mutants/ (no run)")
     args = parser.parse_args()
     modules, names = args.modules or configured_modules(), None
     if args.changed:
@@ -183,11 +212,9 @@ def main() -> int:
         print("mutation: the change touches no function of a trust-critical module")
         return 0
     print(f"mutation: {len(modules)} module(s): {' '.join(names or modules)}", flush=True)
-    seconds = run_mutmut(modules, args.max_children, names)
+    seconds = 0.0 if args.report_only else run_mutmut(modules, args.max_children, names)
     totals = report(modules, args.out, seconds)["totals"]
-    judged = totals["total"] - totals["message text"]
-    rate = 100.0 * totals["killed"] / judged if judged else 100.0
-    return 1 if rate < args.min_rate else 0
+    return 1 if kill_rate(totals) < args.min_rate else 0
 
 
 if __name__ == "__main__":
