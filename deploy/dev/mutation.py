@@ -98,10 +98,15 @@ def _status(code) -> str:
 
 
 def _functions(path: Path) -> dict[str, str]:
-    """Source of each top-level function or method in a mutmut output file, by name."""
-    text, out = path.read_text(), {}
-    for match in re.finditer(r"^(    )?def (x\w+)\(.*?(?=^(    )?def |^class |^\S|\Z)", text, re.S | re.M):
-        out[match.group(2)] = match.group(0)
+    """Source of each top-level function or method in a mutmut output file, by name (parsed, so a
+    signature spread over several lines is part of its function)."""
+    text = path.read_text()
+    lines, out = text.splitlines(keepends=True), {}
+    for node in ast.parse(text).body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        for fn in members:
+            if isinstance(fn, ast.FunctionDef) and fn.name.startswith("x"):
+                out[fn.name] = "".join(lines[fn.lineno - 1 : fn.end_lineno])
     return out
 
 
