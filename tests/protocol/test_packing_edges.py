@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from paillier_vector_key import AGGREGATE, N, N2, PACKING, PRIME_P
+from paillier_vector_key import AGGREGATE, N2, PACKING, PRIME_P, N
 
 from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.packing import (
