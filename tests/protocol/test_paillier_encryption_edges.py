@@ -1,0 +1,135 @@
+"""Edges of Paillier encryption (privacy/paillier.py) on the vector's real key: masks are uniform
+n-th residues, encryption decrypts with the primes, the homomorphic sum of zero, one and several
+updates, and the background mask pool (fills to its target and no further, refills, idles at
+niceness 15 in a named daemon thread, stops on close)."""
+
+import math
+import os
+import threading
+import time
+
+import pytest
+from paillier_vector_key import N2, PACKING, PRIME_P, PRIME_Q, N
+
+from edge_sdk.privacy import paillier
+
+LAMBDA = math.lcm(PRIME_P - 1, PRIME_Q - 1)
+
+
+def decrypt(c: int) -> int:
+    """Textbook Paillier decryption with g = n + 1: m = L(c^lambda mod n^2) / lambda mod n."""
+    return (pow(c, LAMBDA, N2) - 1) // N * pow(LAMBDA, -1, N) % N
+
+
+def is_mask(x: int) -> bool:
+    """An n-th residue of Z*_{n^2}: its lambda-th power is 1."""
+    return 0 < x < N2 and math.gcd(x, N) == 1 and pow(x, LAMBDA, N2) == 1
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+SMALL_N = 15  # 8 units: every mask r^15 mod 225 is distinct
+UNIT_MASKS = {pow(r, SMALL_N, SMALL_N**2) for r in range(1, SMALL_N) if math.gcd(r, SMALL_N) == 1}
+
+
+def test_masks_are_uniform_over_the_n_th_powers_of_every_unit():
+    """4000 draws over 8 equally likely masks: each count is 500 +- 21; 350..650 is over 7 sigma."""
+    counts = {}
+    for _ in range(4000):
+        mask = paillier.new_mask(SMALL_N)
+        counts[mask] = counts.get(mask, 0) + 1
+    assert set(counts) == UNIT_MASKS and len(UNIT_MASKS) == 8
+    assert all(350 <= c <= 650 for c in counts.values()), counts
+
+
+def test_a_mask_of_the_real_key_is_an_n_th_residue():
+    assert all(is_mask(paillier.new_mask(N)) for _ in range(5))
+
+
+def test_encryption_without_a_pool_decrypts_and_is_randomized():
+    plaintexts = [0, 1, 123456789, N - 1]
+    first, second = paillier.encrypt(plaintexts, N), paillier.encrypt(plaintexts, N)
+    assert [decrypt(c) for c in first] == plaintexts == [decrypt(c) for c in second]
+    assert all(a != b for a, b in zip(first, second, strict=True))
+
+
+def test_the_homomorphic_sum_of_three_updates_decrypts_to_the_sum():
+    updates = [paillier.encrypt([i, 10 * i], N) for i in (1, 2, 4)]
+    total = paillier.aggregate(updates, PACKING)
+    assert [decrypt(c) for c in total] == [7, 70] and all(0 < c < N2 for c in total)
+
+
+def test_the_sum_of_one_update_is_that_update_and_of_none_is_empty():
+    one = paillier.encrypt([5, 6], N)
+    assert paillier.aggregate([one], PACKING) == one
+    assert paillier.aggregate([], PACKING) == []
+
+
+def test_updates_of_different_lengths_do_not_sum():
+    with pytest.raises(ValueError):
+        paillier.aggregate([paillier.encrypt([1, 2], N), paillier.encrypt([3], N)], PACKING)
+
+
+def pool_threads(before: set) -> list:
+    return [t for t in threading.enumerate() if t not in before]
+
+
+def test_a_pool_fills_to_its_target_and_no_further():
+    pool = paillier.MaskPool(N, 4)
+    try:
+        assert wait_for(lambda: pool.ready() >= 4)
+        time.sleep(0.2)  # a pool that overfills would have computed many more by now
+        assert pool.ready() == 4
+    finally:
+        pool.close()
+
+
+def test_taking_a_mask_uses_one_from_the_pool_and_the_pool_refills():
+    before = set(threading.enumerate())
+    pool = paillier.MaskPool(N, 3)
+    try:
+        assert wait_for(lambda: pool.ready() == 3)
+        pool.close()  # stop refilling: what take() consumes shows
+        (thread,) = pool_threads(before)
+        thread.join(5.0)
+        cts = paillier.encrypt([42, 43], N, pool)
+        assert pool.ready() == 1 and [decrypt(c) for c in cts] == [42, 43]
+    finally:
+        pool.close()
+    refilling = paillier.MaskPool(N, 3)
+    try:
+        assert wait_for(lambda: refilling.ready() == 3)
+        assert is_mask(refilling.take())
+        assert wait_for(lambda: refilling.ready() == 3)
+    finally:
+        refilling.close()
+
+
+def test_an_empty_pool_computes_a_mask_on_the_spot():
+    pool = paillier.MaskPool(N, 0)
+    try:
+        masks = [pool.take() for _ in range(3)]
+        assert all(is_mask(m) for m in masks) and len(set(masks)) == 3 and pool.ready() == 0
+    finally:
+        pool.close()
+
+
+def test_the_pool_thread_is_a_daemon_named_paillier_masks_at_niceness_15_that_stops_on_close():
+    before = set(threading.enumerate())
+    pool = paillier.MaskPool(N, 2)
+    try:
+        (thread,) = pool_threads(before)
+        assert thread.name == "paillier-masks" and thread.daemon
+        assert wait_for(lambda: pool.ready() >= 1)  # the priority is set before the first mask
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 15
+    finally:
+        pool.close()
+    thread.join(5.0)
+    assert not thread.is_alive()
