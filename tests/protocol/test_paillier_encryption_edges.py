@@ -5,6 +5,9 @@ niceness 15 in a named daemon thread, stops on close)."""
 
 import math
 import os
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -133,3 +136,34 @@ def test_the_pool_thread_is_a_daemon_named_paillier_masks_at_niceness_15_that_st
         pool.close()
     thread.join(5.0)
     assert not thread.is_alive()
+
+
+CHILD = """
+import os, sys, time
+from edge_sdk.privacy import paillier
+os.nice(19 - os.nice(0))
+if os.geteuid() == 0:  # drop the right to raise priority, as an ordinary device user
+    os.setgid(65534)
+    os.setuid(65534)
+pool = paillier.MaskPool(int(sys.argv[1]), 2)
+deadline = time.monotonic() + 10
+while pool.ready() < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+thread = next(t for t in __import__("threading").enumerate() if t.name == "paillier-masks")
+print(pool.ready(), os.getpriority(os.PRIO_PROCESS, thread.native_id))
+"""
+
+
+def test_a_pool_in_a_process_already_at_niceness_19_keeps_filling():
+    """An unprivileged process at nice 19 may not go back to 15: the refusal is ignored, not fatal.
+    (The same pool in this process fills too, which also ties this test to the pool's code.)"""
+    local = paillier.MaskPool(N, 2)
+    try:
+        assert wait_for(lambda: local.ready() == 2)
+    finally:
+        local.close()
+    source = pathlib.Path(paillier.__file__).resolve().parents[2]  # the edge_sdk this test imported
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(N)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "19"]
