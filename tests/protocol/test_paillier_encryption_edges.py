@@ -3,6 +3,7 @@ n-th residues, encryption decrypts with the primes, the homomorphic sum of zero,
 updates, and the background mask pool (fills to its target and no further, refills, idles at
 niceness 15 in a named daemon thread, stops on close)."""
 
+import contextlib
 import math
 import os
 import pathlib
@@ -84,56 +85,52 @@ def pool_threads(before: set) -> list:
     return [t for t in threading.enumerate() if t not in before]
 
 
-def test_a_pool_fills_to_its_target_and_no_further():
-    pool = paillier.MaskPool(N, 4)
+@contextlib.contextmanager
+def running(target: int):
+    """A mask pool of the real key, closed however the test ends; yields (pool, its thread)."""
+    before = set(threading.enumerate())
+    pool = paillier.MaskPool(N, target)
     try:
+        (thread,) = pool_threads(before)
+        yield pool, thread
+    finally:
+        pool.close()
+
+
+def test_a_pool_fills_to_its_target_and_no_further():
+    with running(4) as (pool, _):
         assert wait_for(lambda: pool.ready() >= 4)
         time.sleep(0.2)  # a pool that overfills would have computed many more by now
         assert pool.ready() == 4
-    finally:
-        pool.close()
 
 
-def test_taking_a_mask_uses_one_from_the_pool_and_the_pool_refills():
-    before = set(threading.enumerate())
-    pool = paillier.MaskPool(N, 3)
-    try:
+def test_taking_a_mask_uses_one_from_the_pool():
+    with running(3) as (pool, thread):
         assert wait_for(lambda: pool.ready() == 3)
         pool.close()  # stop refilling: what take() consumes shows
-        (thread,) = pool_threads(before)
         thread.join(5.0)
         cts = paillier.encrypt([42, 43], N, pool)
         assert pool.ready() == 1 and [decrypt(c) for c in cts] == [42, 43]
-    finally:
-        pool.close()
-    refilling = paillier.MaskPool(N, 3)
-    try:
-        assert wait_for(lambda: refilling.ready() == 3)
-        assert is_mask(refilling.take())
-        assert wait_for(lambda: refilling.ready() == 3)
-    finally:
-        refilling.close()
+
+
+def test_the_pool_refills_what_is_taken():
+    with running(3) as (pool, _):
+        assert wait_for(lambda: pool.ready() == 3)
+        assert is_mask(pool.take())
+        assert wait_for(lambda: pool.ready() == 3)
 
 
 def test_an_empty_pool_computes_a_mask_on_the_spot():
-    pool = paillier.MaskPool(N, 0)
-    try:
+    with running(0) as (pool, _):
         masks = [pool.take() for _ in range(3)]
         assert all(is_mask(m) for m in masks) and len(set(masks)) == 3 and pool.ready() == 0
-    finally:
-        pool.close()
 
 
 def test_the_pool_thread_is_a_daemon_named_paillier_masks_at_niceness_15_that_stops_on_close():
-    before = set(threading.enumerate())
-    pool = paillier.MaskPool(N, 2)
-    try:
-        (thread,) = pool_threads(before)
+    with running(2) as (pool, thread):
         assert thread.name == "paillier-masks" and thread.daemon
         assert wait_for(lambda: pool.ready() >= 1)  # the priority is set before the first mask
         assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 15
-    finally:
-        pool.close()
     thread.join(5.0)
     assert not thread.is_alive()
 
@@ -157,11 +154,8 @@ print(pool.ready(), os.getpriority(os.PRIO_PROCESS, thread.native_id))
 def test_a_pool_in_a_process_already_at_niceness_19_keeps_filling():
     """An unprivileged process at nice 19 may not go back to 15: the refusal is ignored, not fatal.
     (The same pool in this process fills too, which also ties this test to the pool's code.)"""
-    local = paillier.MaskPool(N, 2)
-    try:
+    with running(2) as (local, _):
         assert wait_for(lambda: local.ready() == 2)
-    finally:
-        local.close()
     source = pathlib.Path(paillier.__file__).resolve().parents[2]  # the edge_sdk this test imported
     env = {**os.environ, "PYTHONPATH": str(source)}
     out = subprocess.run([sys.executable, "-c", CHILD, str(N)], env=env, capture_output=True, text=True, timeout=60)
