@@ -3,10 +3,10 @@ matches its verification key, which proofs verify at the bounds of their range, 
 proof's randomness, the Lagrange coefficients, and which partials `combine` uses."""
 
 import pytest
-from paillier_vector_key import AGGREGATE, KEY, N2, ORDER, PARTIALS, SHARES, P, num, proven
+from paillier_vector_key import AGGREGATE, KEY, N2, ORDER, PARTIALS, PRIME_P, SHARES, P, num, proven
 
 from edge_sdk.privacy import threshold
-from edge_sdk.protocol.decryption import Proof
+from edge_sdk.protocol.decryption import Proof, ThresholdKey
 
 SUMS = [num(m) for m in P["combine"][0]["plaintexts"]]
 
@@ -104,3 +104,10 @@ def test_combine_uses_the_first_t_shares_in_order():
 def test_combine_refuses_fewer_than_t_partials():
     with pytest.raises(ValueError, match="^1 partial decryptions; 2 are needed$"):
         threshold.combine(KEY, {2: PARTIALS[2]})
+
+
+def test_a_verification_key_without_an_inverse_verifies_nothing_and_raises_nothing():
+    """Only a hand-made key can hold one (the manifest's elements are checked): verify says False."""
+    item = proven(1)
+    key = ThresholdKey(KEY.n, KEY.threshold, KEY.v, (PRIME_P * 7, *KEY.verification_keys[1:]))
+    assert not threshold.verify(key, 1, AGGREGATE, list(item.partials), item.proof)
