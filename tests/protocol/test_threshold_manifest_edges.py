@@ -10,6 +10,8 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 
 RULES = TASK.privacy.threshold
 V = KEY.v.to_bytes(128, "big")
+BOUNDS = "1 <= t <= len(vks) <= 64"
+LEAST = "min_participants >= 2, and t >= 2 unless there is one miner"
 
 
 def wire(t: int = 2, holders: int = 3, least: int = 2, **change) -> dict:
@@ -52,20 +54,20 @@ def test_accepted_thresholds(t, holders, least):
 @pytest.mark.parametrize(
     "t, holders, least, detail",
     [
-        (1, 0, 2, "1 <= t <= len(vks) <= 64"),
-        (2, 65, 2, "1 <= t <= len(vks) <= 64"),
-        (0, 3, 2, "1 <= t <= len(vks) <= 64"),
-        (4, 3, 2, "1 <= t <= len(vks) <= 64"),
-        (1, 2, 2, "t >= 2 unless there is one miner"),
-        (1, 3, 2, "t >= 2 unless there is one miner"),
-        (2, 3, 1, "min_participants >= 2"),
-        (1, 1, 1, "min_participants >= 2"),
+        (1, 0, 2, BOUNDS),
+        (2, 65, 2, BOUNDS),
+        (0, 3, 2, BOUNDS),
+        (4, 3, 2, BOUNDS),
+        (1, 2, 2, LEAST),
+        (1, 3, 2, LEAST),
+        (2, 3, 1, LEAST),
+        (1, 1, 1, LEAST),
     ],
     ids=["no holder", "65 holders", "t = 0", "t > holders", "1 of 2", "1 of 3", "least 1", "least 1 one miner"],
 )
 def test_refused_thresholds(t, holders, least, detail):
     error = refusal(wire(t, holders, least))
-    assert error.reason is Reason.BAD_BODY and detail in error.detail
+    assert error.reason is Reason.BAD_BODY and error.detail == f"privacy.threshold: {detail}"
 
 
 @pytest.mark.parametrize(
