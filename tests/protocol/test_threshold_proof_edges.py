@@ -58,10 +58,14 @@ def test_a_response_that_satisfies_the_equations_verifies_only_below_2_to_the_r_
 
 
 def test_a_partial_must_be_reduced_and_in_z_star():
-    """p + n^2 is the same residue as p: the proof's equations hold, the range check refuses it."""
+    """p + n^2 is the same residue as p: a proof made over it holds, the range check refuses it."""
     item = proven(1)
     partials = list(item.partials)
-    assert not threshold.verify(KEY, 1, AGGREGATE, [partials[0] + N2, partials[1]], item.proof)
+    unreduced = [partials[0] + N2, partials[1]]
+    proof = threshold.prove(SHARES[0], KEY, AGGREGATE, unreduced)
+    assert threshold.verify(KEY, 1, AGGREGATE, partials, item.proof)
+    assert not threshold.verify(KEY, 1, AGGREGATE, unreduced, proof)
+    assert not threshold.verify(KEY, 1, AGGREGATE, unreduced, item.proof)
     assert not threshold.verify(KEY, 1, AGGREGATE, [0, partials[1]], item.proof)
 
 
