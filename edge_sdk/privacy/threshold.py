@@ -110,7 +110,7 @@ def verify(key: ThresholdKey, index: int, ciphertexts: list[int], partials: list
     try:
         a = gmpy2.powmod(big_c, 4 * z, n2) * gmpy2.powmod(big_p, -2 * e, n2) % n2
         b = gmpy2.powmod(key.v, z, n2) * gmpy2.powmod(key.verification_key(index), -e, n2) % n2
-    except ZeroDivisionError:  # an element without an inverse: not a valid partial
+    except ValueError:  # gmpy2: an element without an inverse, so not a valid partial
         return False
     return _challenge(key, index, big_c, big_p, int(a), int(b)) == e
 
