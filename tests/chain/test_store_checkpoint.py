@@ -37,6 +37,7 @@ def refusal(store, snapshot, **kw) -> Reason:
     with pytest.raises(ProtocolError) as info:
         store.add_checkpoint(snapshot, **kw)
     assert (store.count(), store.tip.hash) == before, "a refused snapshot changed the store"
+    assert isinstance(info.value.detail, str) and info.value.detail, "a refusal says why (the operator's log)"
     return info.value.reason
 
 
@@ -62,7 +63,7 @@ def test_the_tip_of_an_adopted_snapshot_has_its_model_base_and_the_miners_cumula
 
 
 def test_blocks_below_the_checkpoint_keep_only_their_header_and_work(fed, joiner):
-    chain = miner_chain(fed, "uue")
+    chain = miner_chain(fed, "uuee")  # height 4 retargets: its header is checked against stored ancestors
     joiner.add_checkpoint(snapshot_of(chain))
     for header in chain.branch(chain.tip.hash)[1:-1]:
         below = joiner.get(header.hash)
@@ -103,11 +104,12 @@ def test_a_snapshot_that_extends_no_known_block_is_refused(fed, joiner):
 
 
 def test_a_model_that_is_not_the_tips_is_refused(fed, joiner):
-    chain = miner_chain(fed, "uu")
+    chain = miner_chain(fed, "ueu")
     wrong = dataclasses.replace(snapshot_of(chain), model={k: v + 1 for k, v in chain.tip.model.items()})
     assert refusal(joiner, wrong) is Reason.BAD_MODEL_HASH
     earlier = chain.get(chain.tip.header.prev_hash).model  # the model of the block before the tip
     assert refusal(joiner, dataclasses.replace(snapshot_of(chain), model=earlier)) is Reason.BAD_MODEL_HASH
+    assert joiner.add_checkpoint(snapshot_of(chain)).hash == chain.tip.hash  # the last header's model, not another's
 
 
 def test_a_base_outside_the_snapshot_is_refused(fed, joiner):
