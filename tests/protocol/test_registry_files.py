@@ -77,7 +77,7 @@ def test_observers_get_a_random_name_of_their_own(registry):
     [("auditor", None), ("bridge", None), ("device", "someone"), ("miner", "someone")],
 )
 def test_unknown_roles_and_misplaced_usernames_are_refused(registry, role, username):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="auditor" if role == "auditor" else "bridge"):  # the operator sees why
         registry.add(role, key("x"), username=username)
     assert registry.data["nodes"] == {}
 
@@ -106,7 +106,7 @@ def test_a_revoked_device_loses_its_broker_lines_and_is_listed_among_revoked_key
 def test_only_an_enrolled_device_can_be_revoked(registry, who):
     registry.add("miner", key("m0"))
     name = node_name(who) if who == "m0" else "nobody"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=name):
         registry.revoke(name)
     assert registry.revoked_keys() == []
 
@@ -200,6 +200,7 @@ def test_the_registry_keeps_hashes_in_a_private_file_and_reads_it_back(registry,
     registry.save()
     path = tmp_path / "task" / "registry.json"
     assert mode(path) == 0o600 and password not in path.read_text()
+    assert path.read_text() == json.dumps(registry.data, indent=2)  # indented: an operator reads it
     again = Registry(tmp_path / "task", TASK)
     assert again.data == json.loads(path.read_text()) == registry.data
     assert again.revoked_keys() == [key("d0")]
