@@ -162,8 +162,10 @@ def test_a_reorg_abandoning_one_block_more_is_refused_and_counted_once(tmp_path)
     genesis = store.tip
     honest = extend(fed, store, genesis, 3)
     rival = extend(fed, store, genesis, 3)  # equal work: refused only if the lower hash would win
-    rival.append(extend(fed, store, rival[-1], 1)[0])  # more work, abandoning all three
-    assert store.tip.hash == honest[-1].hash and store.reorgs_refused == 1
+    deeper, moved = store.add(fed.block(store, parent=rival[-1]))  # more work, abandoning all three
+    assert not moved and store.tip.hash == honest[-1].hash and store.reorgs_refused == 1
+    rival.append(deeper)
+    assert not store.add(fed.block(store, parent=deeper))[1] and store.reorgs_refused == 2  # each refusal counts
     assert store.abandoned(rival[-1].header, honest[-1].header, 2) == 3  # limit + 1: the walk stops there
     assert store.abandoned(rival[-1].header, honest[-1].header, 10) == 3
     assert store.abandoned(honest[-1].header, honest[-1].header, 2) == 0
