@@ -87,7 +87,13 @@ def test_the_full_block_of_a_stored_light_block_changes_nothing(fed, store):
     assert moved and light.hash == full.hash and store.raw_block(full.hash) == b""
     again, moved = store.add(chain.raw[full.hash])
     assert again.hash == full.hash and not moved and store.count() == 2
-    assert store.add_light(parse_light(light_of(fed, full), fed.task))[1] is False
+    known, moved = store.add_light(parse_light(light_of(fed, full), fed.task))
+    assert known.hash == full.hash and not moved
+
+
+def test_an_unknown_block_has_no_header_state_or_raw_bytes(fed, store):
+    assert store.header(bytes(32)) is None and store.get(bytes(32)) is None and store.raw_block(bytes(32)) is None
+    assert not store.has(bytes(32)) and store.header(store.tip.hash) == store.tip.header
 
 
 def test_light_blocks_are_checked_against_the_given_clock(fed, store):
@@ -162,10 +168,11 @@ def test_a_reorg_abandoning_one_block_more_is_refused_and_counted_once(tmp_path)
     genesis = store.tip
     honest = extend(fed, store, genesis, 3)
     rival = extend(fed, store, genesis, 3)  # equal work: refused only if the lower hash would win
+    before = store.reorgs_refused  # 1 if the equal-work rival tip had the lower hash, else 0
     deeper, moved = store.add(fed.block(store, parent=rival[-1]))  # more work, abandoning all three
-    assert not moved and store.tip.hash == honest[-1].hash and store.reorgs_refused == 1
+    assert not moved and store.tip.hash == honest[-1].hash and store.reorgs_refused == before + 1
     rival.append(deeper)
-    assert not store.add(fed.block(store, parent=deeper))[1] and store.reorgs_refused == 2  # each refusal counts
+    assert not store.add(fed.block(store, parent=deeper))[1] and store.reorgs_refused == before + 2  # each counts
     assert store.abandoned(rival[-1].header, honest[-1].header, 2) == 3  # limit + 1: the walk stops there
     assert store.abandoned(rival[-1].header, honest[-1].header, 10) == 3
     assert store.abandoned(honest[-1].header, honest[-1].header, 2) == 0
@@ -207,7 +214,7 @@ def test_a_paillier_block_stores_its_aggregate_and_gets_its_model_when_its_child
 
 def test_a_store_opens_only_a_chain_it_can_name(fed, tmp_path):
     db = tmp_path / "chain.db"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="holds no chain"):
         ChainStore(db)
     store = ChainStore(Database(db), fed.genesis)
     assert store.path == db and store.genesis_hash == store.tip.hash and store.reorgs_refused == 0
@@ -215,6 +222,8 @@ def test_a_store_opens_only_a_chain_it_can_name(fed, tmp_path):
     again = ChainStore(db, fed.genesis)  # the same genesis again is fine
     assert again.genesis_hash == store.genesis_hash and again.count() == 1
     again.close()
+    with pytest.raises(ValueError, match="another genesis"):
+        ChainStore(db, make_federation(seed=5).genesis)
 
 
 def test_the_stored_rows_read_back_as_chain_verify_replays_them(fed, store, tmp_path):
