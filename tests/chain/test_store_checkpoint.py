@@ -3,6 +3,7 @@ the last one, its round base, the revocation list) that extends a block it has. 
 checked by its reason code and leaves the store as it was; each stored field is read back."""
 
 import dataclasses
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -47,9 +48,8 @@ def same_model(a, b) -> bool:
 
 @pytest.fixture
 def joiner(fed, tmp_path):
-    store = ChainStore(tmp_path / "joiner.db", fed.genesis)
-    yield store
-    store.close()
+    with closing(ChainStore(tmp_path / "joiner.db", fed.genesis)) as store:
+        yield store
 
 
 def test_the_tip_of_an_adopted_snapshot_has_its_model_base_and_the_miners_cumulative_work(fed, joiner):
