@@ -39,8 +39,10 @@ def light_of(fed, state) -> bytes:
 
 
 def reason_of(call) -> Reason:
+    """The refusal's reason code; its detail (what the operator's log says) must not be empty."""
     with pytest.raises(ProtocolError) as info:
         call()
+    assert info.value.detail
     return info.value.reason
 
 
