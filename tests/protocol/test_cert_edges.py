@@ -16,7 +16,7 @@ DEVICE = FED.devices[0].public
 def refused(raw: bytes) -> ProtocolError:
     with pytest.raises(ProtocolError) as err:
         Certificate.parse(raw, FED.task)
-    assert err.value.reason is Reason.BAD_CERT
+    assert err.value.reason is Reason.BAD_CERT and err.value.detail  # the reason code, and a line for the log
     return err.value
 
 

@@ -87,14 +87,14 @@ def _wire(**over):
 def test_decode_model_refuses_malformed_models(value):
     with pytest.raises(ProtocolError) as err:
         decode_model(value)
-    assert err.value.reason is Reason.BAD_BODY
+    assert err.value.reason is Reason.BAD_BODY and err.value.detail
 
 
 @pytest.mark.parametrize("frac_bits", [-1, 41, True, 8.0, "8", None])
 def test_decode_model_refuses_frac_bits_outside_0_to_40(frac_bits):
     with pytest.raises(ProtocolError) as err:
         decode_model(_wire(frac_bits=frac_bits))
-    assert err.value.reason is Reason.BAD_BODY
+    assert err.value.reason is Reason.BAD_BODY and err.value.detail
 
 
 @pytest.mark.parametrize("frac_bits", [0, 40])

@@ -15,7 +15,7 @@ KEYS = [d.public.sign_pk for d in FED.devices]
 def refused(raw: bytes, reason: Reason = Reason.BAD_BODY) -> ProtocolError:
     with pytest.raises(ProtocolError) as err:
         parse_revocations(raw, FED.task)
-    assert err.value.reason is reason
+    assert err.value.reason is reason and err.value.detail  # the reason code, and a line for the log
     return err.value
 
 
