@@ -15,9 +15,9 @@ DOUBLE = Evidence("double-update", (b"first", b"second"))
 INVALID = Evidence("invalid-block", (b"block",))
 
 
-def refused(call, reason: Reason) -> ProtocolError:
+def refused(reason: Reason, parse, *args) -> ProtocolError:
     with pytest.raises(ProtocolError) as err:
-        call()
+        parse(*args)
     assert err.value.reason is reason and err.value.detail  # the reason code, and a line for the log
     return err.value
 
@@ -52,7 +52,7 @@ def test_evidence_digest_is_sha256_of_its_canonical_wire_form():
     ],
 )
 def test_evidence_must_be_exactly_a_known_kind_and_its_messages(value):
-    refused(lambda: Evidence.from_wire(value), Reason.BAD_EVIDENCE)
+    refused(Reason.BAD_EVIDENCE, Evidence.from_wire, value)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_evidence_must_be_exactly_a_known_kind_and_its_messages(value):
     ],
 )
 def test_evidence_holds_exactly_its_kinds_number_of_byte_strings(kind, signed):
-    refused(lambda: Evidence.from_wire({"kind": kind, "signed": signed}), Reason.BAD_EVIDENCE)
+    refused(Reason.BAD_EVIDENCE, Evidence.from_wire, {"kind": kind, "signed": signed})
 
 
 def test_extras_round_trip_field_for_field():
@@ -97,43 +97,43 @@ def test_empty_extras_are_the_default():
 
 @pytest.mark.parametrize("value", [[], wire(extra=1), {k: v for k, v in wire().items() if k != "decryption"}])
 def test_extras_must_have_exactly_the_four_fields(value):
-    refused(lambda: Extras.from_wire(value, 4), Reason.BAD_EXTRAS)
+    refused(Reason.BAD_EXTRAS, Extras.from_wire, value, 4)
 
 
 def test_excluded_indices_span_the_blocks_updates_from_0_to_n_minus_1():
     assert Extras.from_wire(wire(excluded=[0, 3]), 4).excluded == (0, 3)
     for excluded in ([4], [-1], [True], [1.0], ["1"], 1, {"0": 1}):
-        refused(lambda: Extras.from_wire(wire(excluded=excluded), 4), Reason.BAD_EXTRAS)
+        refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(excluded=excluded), 4)
 
 
 @pytest.mark.parametrize("excluded", [[1, 1], [2, 1], [0, 3, 2]])
 def test_excluded_indices_strictly_increase(excluded):
-    refused(lambda: Extras.from_wire(wire(excluded=excluded), 4), Reason.BAD_EXTRAS)
+    refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(excluded=excluded), 4)
 
 
 def test_at_most_16_evidence_items():
     assert len(Extras.from_wire(wire(evidence=[INVALID.to_wire()] * MAX_EVIDENCE), 0).evidence) == MAX_EVIDENCE
-    refused(lambda: Extras.from_wire(wire(evidence=[INVALID.to_wire()] * (MAX_EVIDENCE + 1)), 0), Reason.BAD_EXTRAS)
+    refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(evidence=[INVALID.to_wire()] * (MAX_EVIDENCE + 1)), 0)
     for evidence in (5, {}, INVALID.to_wire()):
-        refused(lambda: Extras.from_wire(wire(evidence=evidence), 0), Reason.BAD_EXTRAS)
+        refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(evidence=evidence), 0)
 
 
 def test_bad_evidence_inside_extras_is_bad_evidence():
-    refused(lambda: Extras.from_wire(wire(evidence=[{"kind": "x", "signed": []}]), 0), Reason.BAD_EVIDENCE)
+    refused(Reason.BAD_EVIDENCE, Extras.from_wire, wire(evidence=[{"kind": "x", "signed": []}]), 0)
 
 
 def test_at_most_64_decryption_shares():
     assert len(Extras.from_wire(wire(decryption=[1] * MAX_SHARES), 0).decryption) == MAX_SHARES
-    refused(lambda: Extras.from_wire(wire(decryption=[1] * (MAX_SHARES + 1)), 0), Reason.BAD_EXTRAS)
+    refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(decryption=[1] * (MAX_SHARES + 1)), 0)
     for decryption in (5, {}, None, b"shares"):
-        refused(lambda: Extras.from_wire(wire(decryption=decryption), 0), Reason.BAD_EXTRAS)
+        refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(decryption=decryption), 0)
 
 
 def test_revocations_are_a_byte_string_or_null():
     assert Extras.from_wire(wire(revocations=b"list"), 0).revocations == b"list"
     assert Extras.from_wire(wire(revocations=None), 0).revocations is None
     for revocations in ("list", 0, [b"list"]):
-        refused(lambda: Extras.from_wire(wire(revocations=revocations), 0), Reason.BAD_EXTRAS)
+        refused(Reason.BAD_EXTRAS, Extras.from_wire, wire(revocations=revocations), 0)
 
 
 def test_a_block_whose_evidence_kind_is_not_text_is_refused_as_bad_evidence():
@@ -143,4 +143,4 @@ def test_a_block_whose_evidence_kind_is_not_text_is_refused_as_bad_evidence():
     for kind in ([], {}, ["invalid-block"]):
         body["extras"] = wire(evidence=[{"kind": kind, "signed": [b"block"]}])
         raw = envelope.sign(fed.miner, "block", body)
-        refused(lambda: Block.parse(raw, 1 << 20), Reason.BAD_EVIDENCE)
+        refused(Reason.BAD_EVIDENCE, Block.parse, raw, 1 << 20)
