@@ -120,7 +120,16 @@ def test_finite_floats_of_every_width_round_trip(value):
 
 @pytest.mark.parametrize(
     "wire",
-    ["f97c00", "f9fc00", "f97e00", "fa7f800000", "faff800000", "fa7fc00000", "fb7ff0000000000000", "fb7ff8000000000000"],
+    [
+        "f97c00",
+        "f9fc00",
+        "f97e00",
+        "fa7f800000",
+        "faff800000",
+        "fa7fc00000",
+        "fb7ff0000000000000",
+        "fbfff8000000000000",
+    ],
 )
 def test_infinities_and_nans_of_every_width_are_refused(wire):
     refused(bytes.fromhex(wire), "non-finite float")
