@@ -108,6 +108,11 @@ def test_reserved_argument_sizes_are_refused(head):
     refused(bytes([head]) + bytes(32), "indefinite length or reserved value")
 
 
+@pytest.mark.parametrize("wire", ["1817", "a2616201616101", "fa3fc00000", "fb0000000000000000", "5800"])
+def test_a_well_formed_value_in_a_longer_form_than_needed_is_refused_as_not_canonical(wire):
+    assert refused(bytes.fromhex(wire)).detail == "not in canonical form"
+
+
 def test_text_that_is_not_utf8_is_refused():
     refused(b"\x61\xff", "not CBOR")
 

@@ -84,4 +84,5 @@ def test_unseal_of_anything_but_bytes_is_bad_seal(data):
 
 
 def test_a_truncated_seal_is_bad_seal():
-    refused(Reason.BAD_SEAL, envelope.unseal, ALICE.box_key, envelope.seal(ALICE.public.box_pk, b"m")[:-1])
+    err = refused(Reason.BAD_SEAL, envelope.unseal, ALICE.box_key, envelope.seal(ALICE.public.box_pk, b"m")[:-1])
+    assert err.detail == "cannot open sealed box"
