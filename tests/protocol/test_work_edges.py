@@ -1,6 +1,8 @@
 """Proof-of-work arithmetic at its edges: exact integers (no float ever creeps in), the clamps at
 both ends, and the values every node must compute bit for bit."""
 
+import pytest
+
 from edge_sdk.protocol.work import MAX_TARGET, next_target, target_for_hashes, work
 
 
@@ -61,3 +63,8 @@ def test_the_target_never_falls_below_1():
 
 def test_the_target_never_exceeds_the_pow_limit():
     assert retarget(1 << 200, 16_000, limit=(1 << 201) + 5) == (1 << 201) + 5
+
+
+def test_a_retarget_height_without_a_time_span_is_an_error():
+    with pytest.raises(ValueError, match="needs the window's time span"):
+        retarget(1 << 200, None)
