@@ -92,6 +92,8 @@ def test_every_argument_width_round_trips_to_the_exact_bytes(value, wire):
         "1901",  # ... with one of them
         "1b00000000",  # an 8-byte argument with four
         "828100",  # the second item of an array is missing after a nested one
+        "436162",  # a 3-byte string with 2 bytes
+        "8201656162",  # a 5-character text with 2 characters, inside an array
     ],
 )
 def test_a_truncated_head_or_item_is_refused_as_truncated(wire):
