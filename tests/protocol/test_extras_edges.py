@@ -97,7 +97,8 @@ def test_empty_extras_are_the_default():
 
 @pytest.mark.parametrize("value", [[], wire(extra=1), {k: v for k, v in wire().items() if k != "decryption"}])
 def test_extras_must_have_exactly_the_four_fields(value):
-    refused(Reason.BAD_EXTRAS, Extras.from_wire, value, 4)
+    err = refused(Reason.BAD_EXTRAS, Extras.from_wire, value, 4)
+    assert err.detail == "extras must have exactly excluded, evidence, revocations, decryption"
 
 
 def test_excluded_indices_span_the_blocks_updates_from_0_to_n_minus_1():
