@@ -34,7 +34,12 @@ class Evidence:
 
     @classmethod
     def from_wire(cls, value: Any) -> Evidence:
-        if not isinstance(value, dict) or set(value) != {"kind", "signed"} or value["kind"] not in EVIDENCE_KINDS:
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"kind", "signed"}
+            or not isinstance(value["kind"], str)  # a list or a map is unhashable: `in` would raise TypeError
+            or value["kind"] not in EVIDENCE_KINDS
+        ):
             raise ProtocolError(
                 Reason.BAD_EVIDENCE, f"evidence must be {{kind: one of {sorted(EVIDENCE_KINDS)}, signed}}"
             )
