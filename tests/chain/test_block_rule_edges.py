@@ -191,7 +191,7 @@ def test_the_state_of_a_block_names_its_round(fed):
     first = chain.add(fed.block(chain, updates=[fed.update(0, genesis.hash)]))
     assert (first.base, first.base_ms) == (first.hash, first.header.timestamp_ms)
     assert first.cumwork == genesis.cumwork + work(first.header.target) and first.aggregate is None
-    empty = chain.add(fed.block(chain, parent=first))
+    empty = chain.add(fed.forged(chain, parent=first, timestamp_ms=first.header.timestamp_ms + 5))
     assert (empty.base, empty.base_ms) == (first.hash, first.header.timestamp_ms)
     assert empty.cumwork == first.cumwork + work(empty.header.target)
     assert empty.revocations is first.revocations and empty.opened is None

@@ -126,3 +126,11 @@ def test_an_update_made_at_the_certificates_expiry_passes_one_ms_later_is_expire
     assert Update.parse(fed.update(0, bytes(32), ts=expires), fed.task).timestamp_ms == expires
     err = refusal(fed.update(0, bytes(32), ts=expires + 1), fed.task)
     assert (err.reason, err.detail) == (Reason.CERT_EXPIRED, "the certificate expired before the update was made")
+
+
+def test_an_update_larger_than_the_tasks_limit_is_too_large():
+    fed = make_federation(max_update_bytes=512, max_block_bytes=1024)
+    raw = fed.update(0, bytes(32))
+    assert len(raw) > 512
+    err = refusal(raw, fed.task)
+    assert (err.reason, err.detail) == (Reason.TOO_LARGE, f"{len(raw)} > 512 bytes")
