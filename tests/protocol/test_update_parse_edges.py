@@ -3,11 +3,14 @@ each refusal with its reason code and a detail that says which rule (and never t
 unbounded)."""
 
 import hashlib
+import json
+import pathlib
 
 import numpy as np
 import pytest
 from conftest import make_federation
 
+from edge_sdk.chain.rules import validate_genesis
 from edge_sdk.clock import now_ms
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.block import Update, make_update
@@ -134,3 +137,16 @@ def test_an_update_larger_than_the_tasks_limit_is_too_large():
     assert len(raw) > 512
     err = refusal(raw, fed.task)
     assert (err.reason, err.detail) == (Reason.TOO_LARGE, f"{len(raw)} > 512 bytes")
+
+
+def test_a_paillier_update_parses_to_its_ciphertexts_and_fields():
+    vectors = pathlib.Path(__file__).resolve().parents[1] / "vectors" / "protocol.json"
+    paillier = json.loads(vectors.read_text())["paillier"]
+    task = validate_genesis(bytes.fromhex(paillier["chain"]["genesis"]))[1]
+    raw = bytes.fromhex(paillier["updates"][1]["update"])
+    body = envelope.open_envelope(raw).body
+    update = Update.parse(raw, task)
+    assert (update.task_id, update.base, update.timestamp_ms) == (task.id, body["base"], body["ts"])
+    assert update.samples == paillier["updates"][1]["samples"] and update.delta is None
+    assert update.cert.device == update.device == envelope.open_envelope(raw).signer
+    assert update.ciphertexts == [int.from_bytes(c, "big") for c in body["enc"]]
