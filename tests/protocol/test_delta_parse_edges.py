@@ -1,12 +1,15 @@
 """An update's delta: exactly the model's parameters, each float32 of its shape, finite and within
 2^delta_bits; each broken rule refused with its reason and a detail naming the parameter."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from test_update_parse_edges import refusal, resigned
 
 from edge_sdk.protocol import codec
 from edge_sdk.protocol.block import Update
+from edge_sdk.protocol.cert import issue_certificate
 from edge_sdk.protocol.errors import Reason
 
 
@@ -70,3 +73,14 @@ def test_a_parameter_whose_data_does_not_fill_its_shape_is_bad_shape(fed):
     short = {"dtype": "f4", "shape": [6, 3], "data": bytes(68)}
     err = refusal(resigned(fed, fed.update(0, bytes(32)), delta=wire_delta(fed, W=short)), fed.task)
     assert (err.reason, err.detail) == (Reason.BAD_SHAPE, "W: data length does not match dtype and shape")
+
+
+def test_a_task_with_an_empty_parameter_accepts_its_honest_updates(fed):
+    """Found by mutation testing: decode_array bounds each dimension by the element count, which is
+    0 for a (0, 3) parameter, so every update of such a task (genesis accepts it) was bad_shape."""
+    initial = {"W": np.zeros((0, 3), np.int64), "b": np.zeros(3, np.int64)}
+    fed.task = dataclasses.replace(fed.task, initial_model=initial)
+    fed.certs[0] = issue_certificate(fed.coordinator, fed.task, fed.devices[0].public, quota=100, expires_ms=1 << 50)
+    delta = {"W": np.zeros((0, 3), np.float32), "b": np.array([0.5, 0, -1], np.float32)}
+    update = Update.parse(fed.update(0, bytes(32), samples=10, ts=5, delta=delta), fed.task)
+    assert update.delta["W"].shape == (0, 3) and update.delta["b"].tolist() == [0.5, 0, -1]
