@@ -1,11 +1,10 @@
 """Paillier openings at their edges: the aggregate's stored bytes, exactly t partials by increasing
 share, the participant minimum, and a parent whose own parent's model a node does not have."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 from privacy.test_threshold import encrypted_update, mine, opening, paillier_federation
+from test_block_rule_edges import Forgetful
 
 from edge_sdk.chain.opening import Aggregate, check_items
 from edge_sdk.chain.rules import validate_block
@@ -100,23 +99,9 @@ def test_a_decryption_with_nothing_to_open_is_refused(opened_round):
     assert detail == "the parent has no aggregate to decrypt"
 
 
-class BelowCheckpoint:
-    """A chain view of a node restored from a snapshot: it keeps no model at or below one block."""
-
-    def __init__(self, chain, forgotten: bytes):
-        self.chain, self.forgotten = chain, forgotten
-
-    def get(self, block_hash):
-        state = self.chain.get(block_hash)
-        return dataclasses.replace(state, model=None) if state and block_hash == self.forgotten else state
-
-    def ancestor(self, block_hash, height):
-        return self.chain.ancestor(block_hash, height)
-
-
 def test_opening_a_parent_needs_the_model_of_its_own_parent(opened_round):
     fed, chain, b1, good = opened_round
     raw = mine(fed, chain, b1, decryption=good)
-    view = BelowCheckpoint(chain, b1.header.prev_hash)
+    view = Forgetful(chain, b1.header.prev_hash)  # a node restored from a snapshot above genesis
     detail = refusal(lambda: validate_block(raw, task=fed.task, chain=view, now_ms=now_ms()), Reason.UNKNOWN_PARENT)
     assert detail == "the grandparent's model is not known"
