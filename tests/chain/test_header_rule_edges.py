@@ -141,3 +141,16 @@ def test_a_genesis_must_be_a_genesis_message(fed):
     body = envelope.open_envelope(fed.genesis).body
     refusal(lambda: validate_genesis(envelope.sign(fed.coordinator, "block", body)), Reason.WRONG_TYPE)
     assert make_genesis(fed.coordinator, fed.task) == fed.genesis
+
+
+def test_the_target_retargets_from_the_time_span_of_its_window():
+    fed = make_federation(retarget_window=2, target_interval_ms=1000)
+    chain = fed.chain()
+    t0 = chain.tip.header.timestamp_ms
+    for ms in (1000, 2000, 4000):  # heights 1-3; the window of height 4 spans heights 1 to 3: 3000 ms
+        chain.add(fed.forged(chain, timestamp_ms=t0 + ms))
+    third = chain.tip.header
+    assert expected_target(fed.task, chain.ancestor(third.hash, 2), chain) == third.target  # height 3 keeps it
+    assert expected_target(fed.task, third, chain) == third.target * 3000 // 2000
+    fourth = chain.add(fed.forged(chain, timestamp_ms=t0 + 5000)).header
+    assert (fourth.height, fourth.target) == (4, third.target * 3000 // 2000)
