@@ -131,7 +131,9 @@ def test_a_genesis_naming_the_coordinator_but_signed_by_another_is_refused(fed):
     assert validate_genesis(genesis_with(fed, other))[1].id == fed.task.id
 
 
-@pytest.mark.parametrize("body", [{"header": b""}, {"header": b"", "task": {}, "x": 1}, [1, 2]], ids=str)
+@pytest.mark.parametrize(
+    "body", [{"header": b""}, {"header": b"", "task": {}, "x": 1}, [1, 2]], ids=["no-task", "extra", "list"]
+)
 def test_a_genesis_body_has_exactly_header_and_task(fed, body):
     detail = refusal(lambda: validate_genesis(envelope.sign(fed.coordinator, "genesis", body)), Reason.BAD_BODY)
     assert detail == "genesis body must have exactly header, task"

@@ -52,7 +52,7 @@ def test_a_block_opening_its_parent_carries_exactly_t_partials(opened_round, cou
     assert detail == "a block opening its parent carries 2 partials"
 
 
-@pytest.mark.parametrize("value", [None, {"share": 1}, b"partials"], ids=repr)
+@pytest.mark.parametrize("value", [None, {"share": 1}, b"partials"], ids=["none", "map", "bytes"])
 def test_partials_that_are_not_a_list_are_bad_decryption(opened_round, value):
     fed, _, b1, _ = opened_round
     detail = refusal(lambda: check_items(value, b1.aggregate, fed.task), Reason.BAD_DECRYPTION)

@@ -71,7 +71,9 @@ def test_with_nonce_changes_the_nonce_only():
     assert mined.encode()[:-8] == HEADER.encode()[:-8] and mined.encode()[-8:] == (99).to_bytes(8, "big")
 
 
-@pytest.mark.parametrize("data", [bytes(219), bytes(221), bytearray(220), 220, "h" * 220], ids=repr)
+@pytest.mark.parametrize(
+    "data", [bytes(219), bytes(221), bytearray(220), 220, "h" * 220], ids=["219", "221", "bytearray", "int", "text"]
+)
 def test_a_header_must_be_220_bytes(data):
     err = reason_of(lambda: Header.decode(data))
     assert (err.reason, err.detail) == (Reason.BAD_BODY, "header must be 220 bytes")

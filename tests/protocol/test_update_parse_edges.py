@@ -76,7 +76,7 @@ def test_an_update_for_another_task_is_wrong_task(fed):
     assert (err.reason, err.detail) == (Reason.WRONG_TASK, "update is for another task")
 
 
-@pytest.mark.parametrize("base", [bytes(31), bytes(33), "ab" * 16, None])
+@pytest.mark.parametrize("base", [bytes(31), bytes(33), "ab" * 16, None], ids=["31", "33", "text", "none"])
 def test_the_base_must_be_a_32_byte_hash(fed, base):
     err = refusal(resigned(fed, fed.update(0, bytes(32)), base=base), fed.task)
     assert (err.reason, err.detail) == (Reason.BAD_BODY, "base must be a 32-byte block hash")
