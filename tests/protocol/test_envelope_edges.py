@@ -86,3 +86,16 @@ def test_unseal_of_anything_but_bytes_is_bad_seal(data):
 def test_a_truncated_seal_is_bad_seal():
     err = refused(Reason.BAD_SEAL, envelope.unseal, ALICE.box_key, envelope.seal(ALICE.public.box_pk, b"m")[:-1])
     assert err.detail == "cannot open sealed box"
+
+
+def test_each_header_refusal_says_what_it_saw():
+    """What a peer is told back: the version seen, the type seen, and that the signature failed."""
+    assert refused(Reason.BAD_VERSION, envelope.open_envelope, _raw_version(2)).detail == "version 2, expected 1"
+    unknown = codec.encode([1, "gossipy", ALICE.public.sign_pk, {}, bytes(64)])
+    assert refused(Reason.UNKNOWN_TYPE, envelope.open_envelope, unknown).detail == "'gossipy'"
+    forged = codec.encode([1, "alert", ALICE.public.sign_pk, {"x": b"payload"}, bytes(64)])
+    assert refused(Reason.BAD_SIGNATURE, envelope.open_envelope, forged).detail == "signature does not verify"
+
+
+def _raw_version(version) -> bytes:
+    return codec.encode([version, "alert", ALICE.public.sign_pk, {}, bytes(64)])
