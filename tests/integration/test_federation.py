@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from testbed import Testbed, assert_devices_agree, connack, settle
 
+from coordinator.emulator.processes import STOP_GRACE_S
 from coordinator.miner.assembly import build_block
 from coordinator.tools.chainverify import verify_database
 from edge_sdk.chain.memory import MemoryChain
@@ -384,7 +385,8 @@ def test_emulate_cleans_up_on_ctrl_c_and_fails_loudly_on_timeout(tmp_path):
     while time.monotonic() < deadline and "round 1/" not in run.stdout.readline():
         pass
     run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=30) == 130
+    # the emulator gives its children STOP_GRACE_S to close their stores before it SIGKILLs them: wait longer
+    assert run.wait(timeout=STOP_GRACE_S + 30) == 130
     deadline = time.monotonic() + 10  # its children exit as it stops them; none may be left
     while leftovers := subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split():
         assert time.monotonic() < deadline, f"emulate left processes running: {leftovers}"
