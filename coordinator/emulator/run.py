@@ -146,6 +146,9 @@ def run(options: Options) -> int:
     if options.attack and options.attack not in KINDS:
         raise ValueError(f"attack {options.attack!r}: expected one of {', '.join(KINDS)}")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`: stop the federation as Ctrl-C does
+    # Ctrl-C too, even when started from a shell's background job (which starts it with SIGINT ignored,
+    # and Python then never installs its KeyboardInterrupt handler)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         if not options.attack:
             return 0 if federation(options)["ok"] else 1
