@@ -28,7 +28,8 @@ def test_devices_in_worker_processes_agree_on_every_model_light_or_full(tmp_path
     assert report["ok"] and report["model_hash_agreement"]["ok"] and report["verify"] == verify
     assert "in 2 worker processes" in stdout and "devices online: 6/6" in stdout
     assert all(s["details"]["verify"] == verify for s in report["devices"].values())
-    assert all(r["updates"] == 6 for r in report["rounds"])  # the first round waited for everyone
+    # the first round waited for everyone; a later one closes at --max-wait-ms with whoever was in time
+    assert report["rounds"][0]["updates"] == 6 and all(r["updates"] >= 1 for r in report["rounds"])
     light_blocks = [s["counters"].get("light_blocks", 0) for s in report["devices"].values()]
     assert all(n >= 2 for n in light_blocks) if verify == "light" else not any(light_blocks)
     assert set(report["memory"]["peak_mb"]) >= {"worker0", "worker1", "miner0", "miner1", "broker"}
