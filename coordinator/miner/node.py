@@ -73,6 +73,7 @@ class Miner(Node):
         self._stuck: tuple[bytes, int] | None = None  # (tip whose aggregate nobody opens, since when)
         self._second_tries: set[bytes] = set()  # stuck tips this miner considered opening as a second set
         self.pool = Pool(db, task)
+        self._pool_tip = store.tip.hash  # the tip the pool last followed (Pool.follow)
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
         self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
@@ -139,7 +140,7 @@ class Miner(Node):
     def on_block_accepted(self, state: BlockState, raw: bytes | None) -> None:
         if raw is not None:  # valid, so its body decodes; no signature to check again
             body = codec.decode(raw)[3]
-            self.pool.mark_included(state.hash, body["updates"])
+            self.pool.record(state.hash, body["updates"])
             on_best = state.hash == self.store.tip.hash  # evidence on a branch that loses is still pending
             for item in body["extras"]["evidence"] if on_best else ():  # the ledger counts a conviction once
                 self.evidence = {k: e for k, e in self.evidence.items() if e.to_wire() != item}
@@ -162,7 +163,11 @@ class Miner(Node):
 
     def on_new_tip(self) -> None:
         self._stop_mining()
-        self.pool.keep_only(self.store.tip.base)
+        returned = self.pool.follow(self.store, self._pool_tip, self.store.tip)
+        self._pool_tip = self.store.tip.hash
+        if returned:
+            self.count("updates_returned", returned)
+            event(log, logging.INFO, "updates of abandoned blocks pooled again", updates=returned)
         tip = self.store.tip.hash  # invalid-block evidence fits only a block on the accused block's parent
         self.evidence = {
             k: e for k, e in self.evidence.items() if e.kind != "invalid-block" or _accused_parent(e.signed[0]) == tip

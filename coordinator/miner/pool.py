@@ -14,7 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from edge_sdk.chain.database import Database
+from edge_sdk.chain.store import ChainStore
+from edge_sdk.chain.view import BlockState
 from edge_sdk.clock import now_ms
+from edge_sdk.protocol import codec
 from edge_sdk.protocol.block import Update
 from edge_sdk.protocol.task import Task
 
@@ -88,21 +91,59 @@ class Pool:
         row = self.db.one("SELECT digest, raw FROM pool WHERE base = ? AND device = ?", (base, device))
         return None if row is None else self._parsed(*row)
 
-    def mark_included(self, block_hash: bytes, update_bytes: Iterable[bytes]) -> None:
-        """Recorded in a block: out of the pool (a block whose updates were all excluded leaves the
-        round's base where it was, so they would otherwise be offered again)."""
+    def record(self, block_hash: bytes, update_bytes: Iterable[bytes]) -> None:
+        """A valid block carries these updates: from now on a copy of one is a replay. They stay
+        pooled until a block of the best chain carries them (see `follow`): a block that loses the
+        fork choice must not take a round's updates out of every honest pool."""
         rows = [(hashlib.sha256(u).digest(), block_hash) for u in update_bytes]
-        with self.db.transaction():
-            self.db.executemany("INSERT OR IGNORE INTO included VALUES (?, ?)", rows)
-            self.db.executemany("DELETE FROM pool WHERE digest = ?", [(d,) for d, _ in rows])
-        for digest, _ in rows:
-            self.parsed.pop(digest, None)
+        self.db.executemany("INSERT OR IGNORE INTO included VALUES (?, ?)", rows)
 
-    def keep_only(self, base: bytes) -> None:
-        """A new tip: updates on any other base can no longer go into a block."""
+    def follow(self, chain: ChainStore, old: bytes, new: BlockState) -> int:
+        """The tip moved from `old` to `new`; keep what the new tip's round can still take. Updates
+        on another base go; so do those the new best chain carries (a block whose updates were all
+        excluded keeps the base, and would otherwise offer them again). Those of abandoned blocks
+        come back: their devices saw them recorded and never sign again on that base, so only the
+        pools can still bring them into a block. Returns how many came back."""
+        gone, added = _switch(chain, old, new)
+        carried = {hashlib.sha256(u).digest() for block in added for u in _updates(chain, block)}
         with self.db.transaction():
-            self.db.execute("DELETE FROM pool WHERE base != ?", (base,))
-        self.parsed = {d: u for d, u in self.parsed.items() if u.base == base}
+            self.db.execute("DELETE FROM pool WHERE base != ?", (new.base,))
+            self.db.executemany("DELETE FROM pool WHERE digest = ?", [(d,) for d in carried])
+        self.parsed = {d: u for d, u in self.parsed.items() if u.base == new.base and d not in carried}
+        back = 0
+        for raw in (u for block in gone for u in _updates(chain, block)):
+            update = Update.parse(raw, self.task)  # was valid in a block; verified again, it is rare
+            if (
+                update.base == new.base
+                and update.digest not in carried
+                and update.device not in self.devices_on(new.base)
+            ):
+                self.add(update, now_ms())
+                back += 1
+        return back
+
+
+def _switch(chain: ChainStore, old: bytes, new: BlockState) -> tuple[list[bytes], list[bytes]]:
+    """The blocks a move of the tip from `old` to `new` abandons and adds, down to the new round's
+    base block (updates in blocks at or below it are on older bases). Usually ([], [new]); longer
+    only in a reorganisation, which the store bounds by max_reorg_depth abandoned blocks."""
+    floor = chain.header(new.base).height
+    a, b = chain.header(old), new.header
+    gone, added = [], []
+    while a.hash != b.hash and max(a.height, b.height) > floor:
+        if a.height >= b.height:
+            gone.append(a.hash)
+            a = chain.header(a.prev_hash)
+        else:
+            added.append(b.hash)
+            b = chain.header(b.prev_hash)
+    return gone, added
+
+
+def _updates(chain: ChainStore, block_hash: bytes) -> list[bytes]:
+    """The update envelopes a stored block carries (none for a block known by its header only)."""
+    raw = chain.raw_block(block_hash)
+    return [] if raw is None else codec.decode(raw)[3]["updates"]
 
 
 def read_audit(db_path: str | Path) -> tuple[list[tuple[bytes, bytes, bytes, int]], list[tuple[bytes, str, int]]]:

@@ -9,7 +9,9 @@ from coordinator.miner.pool import Pool, read_audit
 from edge_sdk.chain.database import Database
 from edge_sdk.chain.memory import MemoryChain
 from edge_sdk.chain.rules import validate_block
+from edge_sdk.chain.store import ChainStore
 from edge_sdk.clock import now_ms
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 from edge_sdk.protocol.block import Update
 from edge_sdk.protocol.errors import Reason
 
@@ -37,10 +39,11 @@ def test_the_pool_orders_by_arrival_and_knows_what_it_holds(fed, tmp_path):
 def test_the_pool_keeps_an_audit_trail_of_admitted_and_refused_updates(fed, tmp_path):
     chain, pool, updates = pooled(fed, tmp_path)
     pool.refuse(b"r" * 32, "stale_base")
-    pool.keep_only(bytes(32))  # the pool forgets; the audit trail does not
-    admitted, refused = read_audit(tmp_path / "pool.db")
+    pool.drop(updates[0].digest, "cert_expired")
+    admitted, refused = read_audit(tmp_path / "pool.db")  # the pool forgets; the audit trail does not
+    assert pool.on_base(chain.tip.hash, 10) == [updates[2], updates[1]]
     assert {(d, b, dev) for d, b, dev, _ in admitted} == {(u.digest, u.base, u.device) for u in updates}
-    assert [(d, r) for d, r, _ in refused] == [(b"r" * 32, "stale_base")]
+    assert [(d, r) for d, r, _ in refused] == [(b"r" * 32, "stale_base"), (updates[0].digest, "cert_expired")]
 
 
 def test_the_pool_survives_a_restart_and_reverifies_once(fed, tmp_path):
@@ -53,23 +56,31 @@ def test_the_pool_survives_a_restart_and_reverifies_once(fed, tmp_path):
     assert set(again.parsed) == {u.digest for u in updates}
 
 
-def test_a_new_tip_drops_other_rounds_and_included_updates_stay_seen(fed, tmp_path):
-    chain, pool, updates = pooled(fed, tmp_path)
-    pool.mark_included(b"b" * 32, [updates[0].envelope.raw])
-    pool.keep_only(bytes(32))
-    assert pool.on_base(chain.tip.hash, 10) == [] and pool.parsed == {}
+def test_a_new_round_drops_the_last_one_and_recorded_updates_stay_seen(fed, tmp_path):
+    store = ChainStore(tmp_path / "chain.db", fed.genesis)
+    _, pool, updates = pooled(fed, tmp_path)
+    genesis = store.tip
+    raw = fed.block(store, updates=[updates[0].envelope.raw])
+    state, _ = store.add(raw)
+    pool.record(state.hash, [updates[0].envelope.raw])
+    assert pool.follow(store, genesis.hash, store.tip) == 0
+    assert pool.on_base(genesis.hash, 10) == [] and pool.parsed == {}
     assert pool.seen(updates[0].digest)  # in a block: a replay from now on
     assert not pool.seen(updates[1].digest)
 
 
-def test_an_update_recorded_in_a_block_leaves_the_pool_even_when_the_base_stays(fed, tmp_path):
+def test_an_update_recorded_in_a_block_leaves_the_pool_even_when_the_base_stays(tmp_path):
     """Review finding: a block whose updates were all excluded keeps the round's base, and the pool
     offered the same updates again in every later block."""
-    chain, pool, updates = pooled(fed, tmp_path)
-    pool.mark_included(b"b" * 32, [updates[0].envelope.raw])
-    pool.keep_only(chain.tip.hash)  # the same base
-    assert [u.digest for u in pool.on_base(chain.tip.hash, 10)] == [updates[2].digest, updates[1].digest]
-    assert updates[0].digest not in pool.parsed and pool.seen(updates[0].digest)
+    fed = make_federation(aggregation=AggregationRule(norm_bound=1e-6))  # every update is excluded
+    store = ChainStore(tmp_path / "chain.db", fed.genesis)
+    _, pool, updates = pooled(fed, tmp_path)
+    genesis = store.tip
+    state, _ = store.add(fed.block(store, updates=[updates[0].envelope.raw]))
+    assert state.base == genesis.hash, "no model changed"
+    pool.follow(store, genesis.hash, store.tip)
+    assert [u.digest for u in pool.on_base(genesis.hash, 10)] == [updates[2].digest, updates[1].digest]
+    assert updates[0].digest not in pool.parsed
 
 
 def test_assembly_from_parsed_updates_equals_assembly_from_bytes(fed):
