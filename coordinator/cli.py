@@ -57,6 +57,7 @@ def _chain_balances(args) -> int:
 
 
 def _miner_run(args) -> int:
+    from coordinator.emulator import lifeline
     from coordinator.miner.node import Miner
     from edge_sdk.chain.rules import validate_genesis
     from edge_sdk.node import logs
@@ -81,6 +82,7 @@ def _miner_run(args) -> int:
         from coordinator.miner.metrics import serve_metrics
 
         serve_metrics(args.metrics_port, args.metrics_addr, lambda: miner.snapshot)
+    lifeline.follow_parent()  # only when the emulator started this miner
     miner.run()
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coordinator.emulator import lifeline
 from coordinator.emulator.layout import Layout
 from coordinator.emulator.worker import AgentSpec, write_spec
 from coordinator.task import broker as local_broker
@@ -71,7 +72,7 @@ class Federation:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **env} if env else None,
+                env={**os.environ, **lifeline.child_env(), **(env or {})},
             )
         process = Process(name, popen, log)
         self.processes.append(process)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.emulator import lifeline
 from coordinator.emulator.anatomy import round_anatomy
 from coordinator.emulator.attacks import KINDS, pick_attackers
 from coordinator.emulator.data import load, shards
@@ -234,7 +235,9 @@ def _run(o: Options, fed: Federation, started: float) -> dict:
     enroll_devices(layout.task.path, enrolments, broker_url=url)
     observer_user, observer_password = add_observer(layout.task.path)
     if o.broker_url is None:
-        fed.broker, _ = local_broker.start(layout.broker, layout.task.broker, port=port)
+        fed.broker, _ = local_broker.start(
+            layout.broker, layout.task.broker, port=port, preexec_fn=lifeline.die_with_parent
+        )
         o.say(f"mosquitto on 127.0.0.1:{port} (auth + ACL)")
     publish_retained(layout.task.path, url)  # the retained genesis (and revocations), as the coordinator would
     genesis = layout.task.genesis.read_bytes()

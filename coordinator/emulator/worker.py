@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.emulator import lifeline
 from edge_sdk.node import logs
 from edge_sdk.node.bundle import Bundle
 from edge_sdk.node.device import Device
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    lifeline.follow_parent()
     serve(read_spec(args.spec), args.backend, stopping)
     return 0
 

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_sdk.files import write_private
@@ -92,17 +93,27 @@ def start(
     timeout: float = 10.0,
     max_connections: int | None = None,
     extra: str = "",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen, int]:
     """Start Mosquitto and wait until it accepts connections; returns (process, port)."""
     port = port or free_port()
     conf = write_config(directory, port, broker_files, max_connections, extra)
-    return run(conf, port, timeout, log=Path(directory) / "mosquitto.log"), port
+    return run(conf, port, timeout, log=Path(directory) / "mosquitto.log", preexec_fn=preexec_fn), port
 
 
-def run(conf: str | Path, port: int, timeout: float = 10.0, log: Path | None = None) -> subprocess.Popen:
+def run(
+    conf: str | Path,
+    port: int,
+    timeout: float = 10.0,
+    log: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen:
     """Start Mosquitto with a config file and wait until it accepts connections on 127.0.0.1:`port`.
-    `log`: its log file, quoted if it exits (its stderr has little once it logs to a file)."""
-    process = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    `log`: its log file, quoted if it exits (its stderr has little once it logs to a file).
+    `preexec_fn`: run in the child before Mosquitto starts (the emulator's lifeline)."""
+    process = subprocess.Popen(
+        [find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
