@@ -73,7 +73,6 @@ class Miner(Node):
         self._stuck: tuple[bytes, int] | None = None  # (tip whose aggregate nobody opens, since when)
         self._second_tries: set[bytes] = set()  # stuck tips this miner considered opening as a second set
         self.pool = Pool(db, task)
-        self._pool_tip = store.tip.hash  # the tip the pool last followed (Pool.follow)
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
         self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
@@ -98,6 +97,7 @@ class Miner(Node):
             subscriptions=[t.update(me, ANY), t.gossip(me, ANY), t.sync(me), t.revocations],
             status_path=status_path or miner_status_path(db_path),
         )
+        self._follow_tip()  # a move of the tip that a crash cut off from its follow
 
     # --- runtime hooks ---
     def on_connected(self) -> None:
@@ -163,11 +163,7 @@ class Miner(Node):
 
     def on_new_tip(self) -> None:
         self._stop_mining()
-        returned = self.pool.follow(self.store, self._pool_tip, self.store.tip)
-        self._pool_tip = self.store.tip.hash
-        if returned:
-            self.count("updates_returned", returned)
-            event(log, logging.INFO, "updates of abandoned blocks pooled again", updates=returned)
+        self._follow_tip()
         tip = self.store.tip.hash  # invalid-block evidence fits only a block on the accused block's parent
         self.evidence = {
             k: e for k, e in self.evidence.items() if e.kind != "invalid-block" or _accused_parent(e.signed[0]) == tip
@@ -176,6 +172,12 @@ class Miner(Node):
         super().on_new_tip()
         self._head_due = True  # published after this event: after the block itself, never before
         self._decrypt_tip()
+
+    def _follow_tip(self) -> None:
+        returned = self.pool.follow(self.store, self.pool.followed() or self.store.tip.hash, self.store.tip)
+        if returned:
+            self.count("updates_returned", returned)
+            event(log, logging.INFO, "updates of abandoned blocks pooled again", updates=returned)
 
     # --- threshold decryption (Paillier modes) ---
     def _decrypt_tip(self, stuck: bool = False) -> None:

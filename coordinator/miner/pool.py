@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS admitted (
     digest BLOB PRIMARY KEY, base BLOB NOT NULL, device BLOB NOT NULL, ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refused (digest BLOB NOT NULL, reason TEXT NOT NULL, ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS followed (one INTEGER PRIMARY KEY CHECK (one = 0), tip BLOB NOT NULL);
 """
 
 
@@ -98,28 +99,36 @@ class Pool:
         rows = [(hashlib.sha256(u).digest(), block_hash) for u in update_bytes]
         self.db.executemany("INSERT OR IGNORE INTO included VALUES (?, ?)", rows)
 
+    def followed(self) -> bytes | None:
+        """The tip the pool last followed, on disk: the store commits a tip before the miner's hooks
+        run, so a miner killed in between follows that move when it starts again."""
+        row = self.db.one("SELECT tip FROM followed")
+        return None if row is None else row[0]
+
     def follow(self, chain: ChainStore, old: bytes, new: BlockState) -> int:
         """The tip moved from `old` to `new`; keep what the new tip's round can still take. Updates
         on another base go; so do those the new best chain carries (a block whose updates were all
         excluded keeps the base, and would otherwise offer them again). Those of abandoned blocks
         come back: their devices saw them recorded and never sign again on that base, so only the
-        pools can still bring them into a block. Returns how many came back."""
+        pools can still bring them into a block. One transaction with the new followed tip.
+        Returns how many came back."""
         gone, added = _switch(chain, old, new)
         carried = {hashlib.sha256(u).digest() for block in added for u in _updates(chain, block)}
+        back = 0
         with self.db.transaction():
             self.db.execute("DELETE FROM pool WHERE base != ?", (new.base,))
             self.db.executemany("DELETE FROM pool WHERE digest = ?", [(d,) for d in carried])
-        self.parsed = {d: u for d, u in self.parsed.items() if u.base == new.base and d not in carried}
-        back = 0
-        for raw in (u for block in gone for u in _updates(chain, block)):
-            update = Update.parse(raw, self.task)  # was valid in a block; verified again, it is rare
-            if (
-                update.base == new.base
-                and update.digest not in carried
-                and update.device not in self.devices_on(new.base)
-            ):
-                self.add(update, now_ms())
-                back += 1
+            self.parsed = {d: u for d, u in self.parsed.items() if u.base == new.base and d not in carried}
+            for raw in (u for block in gone for u in _updates(chain, block)):
+                update = Update.parse(raw, self.task)  # was valid in a block; verified again, it is rare
+                if (
+                    update.base == new.base
+                    and update.digest not in carried
+                    and update.device not in self.devices_on(new.base)
+                ):
+                    self.add(update, now_ms())
+                    back += 1
+            self.db.execute("INSERT OR REPLACE INTO followed VALUES (0, ?)", (new.hash,))
         return back
 
 

@@ -1,0 +1,29 @@
+"""Hostile review of the pool following forks (Pool.follow): attacks, each a test.
+
+Driven like test_pool_reorg.py: a real Miner on a SQLite file, real keys, no broker."""
+
+from test_pool_reorg import NOWHERE, PEER, fed, hash_of, miner, peer_block, pooled, send_updates  # noqa: F401 (fed, miner are fixtures)
+
+from coordinator.miner.node import Miner
+
+
+def test_a_restart_between_the_tip_change_and_follow_loses_no_update(fed, miner, tmp_path):  # noqa: F811
+    """The store commits a reorganisation before the miner's hooks run: killed in between, the
+    miner must still pool the abandoned block's updates again when it comes back (the tip the
+    pool last followed cannot live in memory only)."""
+    genesis = miner.store.tip
+    digests = send_updates(fed, miner, [0, 1, 2], genesis.hash)
+    peer_block(fed, miner, genesis, [u.envelope.raw for u in miner.pool.on_base(genesis.hash, 100)])
+    assert pooled(miner, genesis.hash) == set()
+    empty = fed.block(miner.store, parent=genesis, miner=PEER)
+    miner.store.add(empty)  # committed; then SIGKILL before on_block_accepted / on_new_tip
+    miner.store.add(fed.block(miner.store, parent=miner.store.get(hash_of(empty)), miner=PEER))
+    assert miner.store.tip.base == genesis.hash, "the empty branch is the best chain"
+    miner.store.close()
+    again = Miner(identity=fed.miner, genesis=fed.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    try:
+        assert pooled(again, genesis.hash) == set(digests), "the abandoned block's updates are pooled again"
+        peer_block(fed, again, again.store.tip)  # and the next tip keeps them
+        assert pooled(again, genesis.hash) == set(digests)
+    finally:
+        again.store.close()
