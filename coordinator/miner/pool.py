@@ -152,7 +152,7 @@ def _switch(chain: ChainStore, old: bytes, new: BlockState) -> tuple[list[bytes]
 def _updates(chain: ChainStore, block_hash: bytes) -> list[bytes]:
     """The update envelopes a stored block carries (none for a block known by its header only)."""
     raw = chain.raw_block(block_hash)
-    return [] if raw is None else codec.decode(raw)[3]["updates"]
+    return [] if not raw else codec.decode(raw)[3]["updates"]  # b"" below a checkpoint
 
 
 def read_audit(db_path: str | Path) -> tuple[list[tuple[bytes, bytes, bytes, int]], list[tuple[bytes, str, int]]]:

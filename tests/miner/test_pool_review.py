@@ -2,9 +2,13 @@
 
 Driven like test_pool_reorg.py: a real Miner on a SQLite file, real keys, no broker."""
 
+from chain.test_store_checkpoint import miner_chain, snapshot_of
+from conftest import make_federation
 from test_pool_reorg import NOWHERE, PEER, fed, hash_of, miner, peer_block, pooled, send_updates  # noqa: F401 (fed, miner are fixtures)
 
 from coordinator.miner.node import Miner
+from coordinator.miner.pool import Pool
+from edge_sdk.chain.store import ChainStore
 
 
 def test_a_restart_between_the_tip_change_and_follow_loses_no_update(fed, miner, tmp_path):  # noqa: F811
@@ -27,3 +31,17 @@ def test_a_restart_between_the_tip_change_and_follow_loses_no_update(fed, miner,
         assert pooled(again, genesis.hash) == set(digests)
     finally:
         again.store.close()
+
+
+def test_following_onto_blocks_known_by_header_only_does_not_raise(tmp_path):
+    """Below and at a snapshot's checkpoint a store keeps headers only (raw b"", not None): follow
+    treats them as carrying nothing, as its docstring says, instead of raising out of on_new_tip."""
+    federation = make_federation()
+    full = miner_chain(federation, "ue")  # the round base is the first block; the tip is empty
+    store = ChainStore(tmp_path / "joiner.db", federation.genesis)
+    genesis = store.tip.hash
+    store.add_checkpoint(snapshot_of(full))
+    assert store.raw_block(store.tip.hash) == b"" and store.tip.base != store.tip.hash
+    pool = Pool(store.db, federation.task)
+    assert pool.follow(store, genesis, store.tip) == 0
+    assert pool.followed() == store.tip.hash
