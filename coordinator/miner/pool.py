@@ -125,11 +125,22 @@ class Pool:
                     update.base == new.base
                     and update.digest not in carried
                     and update.device not in self.devices_on(new.base)
+                    and not self._kept_by(chain, new, update.digest, set(gone))
                 ):
                     self.add(update, now_ms())
                     back += 1
             self.db.execute("INSERT OR REPLACE INTO followed VALUES (0, ?)", (new.hash,))
         return back
+
+    def _kept_by(self, chain: ChainStore, new: BlockState, digest: bytes, gone: set[bytes]) -> bool:
+        """Whether a block of the best chain ending in `new`, below the switch, records `digest`: a
+        miner can record an update twice on one branch (all excluded, the base stays), then abandon
+        the second copy. One walk down the best chain per other block that recorded it."""
+        rows = self.db.execute("SELECT block FROM included WHERE digest = ?", (digest,)).fetchall()
+        for header in (chain.header(block) for (block,) in rows if block not in gone):
+            if header.height <= new.header.height and chain.ancestor(new.hash, header.height).hash == header.hash:
+                return True
+        return False
 
 
 def _switch(chain: ChainStore, old: bytes, new: BlockState) -> tuple[list[bytes], list[bytes]]:

@@ -9,7 +9,9 @@ broker (what it publishes only shows in its byte counters)."""
 import pytest
 from conftest import make_federation
 
+from coordinator.miner.assembly import build_block
 from coordinator.miner.node import Miner
+from edge_sdk.clock import now_ms
 from edge_sdk.protocol import envelope
 from edge_sdk.protocol.block import Block, Update
 from edge_sdk.protocol.identity import Identity
@@ -79,10 +81,12 @@ def test_an_empty_block_winning_the_tie_break_does_not_lose_the_round(fed, miner
     digests = send_updates(fed, miner, [0, 1, 2], genesis.hash)
     raws = [u.envelope.raw for u in miner.pool.on_base(genesis.hash, 100)]
     recorded = fed.block(miner.store, parent=genesis, updates=raws, miner=PEER)
-    empties = [fed.block(miner.store, parent=genesis, miner=PEER) for _ in range(8)]
+    # distinct times make distinct siblings (fed.block within one millisecond repeats a block)
+    start = now_ms()
+    empties = [empty_sibling(fed, miner.store, genesis, start - i) for i in range(8)]
     lower = [e for e in empties if hash_of(e) < hash_of(recorded)]
     if not lower:
-        pytest.fail("8 empty siblings, none with a lower hash: 1 in 256")
+        pytest.fail("8 distinct empty siblings, none with a lower hash: 1 in 256")
     assert miner.accept_block(recorded, "m") and miner.accept_block(lower[0], "m")
     assert miner.store.tip.hash == hash_of(lower[0])
     assert pooled(miner, genesis.hash) == set(digests)
@@ -110,6 +114,12 @@ def test_a_block_that_records_updates_on_the_tip_takes_them_out(fed, miner):
     assert miner.store.tip.base == miner.store.tip.hash
     assert miner.pool.count_on(genesis.hash) == 0, "the third is for a round that closed"
     assert miner.counters["updates_returned"] == 0
+
+
+def empty_sibling(fed, store, parent, time_ms: int) -> bytes:
+    built = build_block(identity=PEER, task=fed.task, chain=store, parent=parent, updates=[], now_ms=time_ms)
+    assert built is not None
+    return built
 
 
 def hash_of(raw: bytes) -> bytes:

@@ -9,6 +9,7 @@ from test_pool_reorg import NOWHERE, PEER, fed, hash_of, miner, peer_block, pool
 from coordinator.miner.node import Miner
 from coordinator.miner.pool import Pool
 from edge_sdk.chain.store import ChainStore
+from edge_sdk.protocol.aggregation_rule import AggregationRule
 
 
 def test_a_restart_between_the_tip_change_and_follow_loses_no_update(fed, miner, tmp_path):  # noqa: F811
@@ -45,3 +46,24 @@ def test_following_onto_blocks_known_by_header_only_does_not_raise(tmp_path):
     pool = Pool(store.db, federation.task)
     assert pool.follow(store, genesis, store.tip) == 0
     assert pool.followed() == store.tip.hash
+
+
+def test_an_abandoned_second_copy_does_not_bring_back_what_the_best_chain_records(tmp_path):
+    """A hostile miner records the round's updates twice on one branch (every update excluded, so
+    the base stays: valid, §5 has no once-per-branch rule), then abandons the second copy: the
+    first copy is still on the best chain, so the updates must not be pooled and mined again."""
+    excluding = make_federation(devices=4, peers=1, aggregation=AggregationRule(norm_bound=1e-6))
+    node = Miner(identity=excluding.miner, genesis=excluding.genesis, db_path=tmp_path / "m.db", broker=NOWHERE)
+    try:
+        genesis = node.store.tip
+        send_updates(excluding, node, [0, 1, 2], genesis.hash)
+        raws = [u.envelope.raw for u in node.pool.on_base(genesis.hash, 100)]
+        first = node.store.get(hash_of(peer_block(excluding, node, genesis, raws)))
+        assert node.store.tip.base == genesis.hash and pooled(node, genesis.hash) == set()
+        peer_block(excluding, node, first, raws)  # the second copy, on top of the first
+        empty = peer_block(excluding, node, first)
+        peer_block(excluding, node, node.store.get(hash_of(empty)))  # two empty blocks abandon the second copy
+        assert node.store.tip.header.prev_hash == hash_of(empty)
+        assert pooled(node, genesis.hash) == set() and node.counters["updates_returned"] == 0
+    finally:
+        node.store.close()
