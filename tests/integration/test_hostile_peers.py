@@ -474,9 +474,13 @@ def test_a_device_that_signs_two_updates_for_one_round_loses_its_deposit_once(be
     pair is `double-update` evidence, a block carries it, and every ledger takes d2's deposit
     exactly once (d2 still earns the data reward of the one update that was aggregated)."""
     bed = bed_factory(miners=2, devices=3, min_updates=3, max_wait_ms=60_000)
-    watcher = Follower(bed, *bed.observer)
     for i in range(2):
         bed.start_miner(i)
+    # m1 must be subscribed before m0 forwards (online is published after the SUBSCRIBE): under load
+    # m1 once connected after m0 had forwarded, and the broker had no one to give it to. Before the
+    # Follower: both use the observer's login, and the broker keeps one connection per login.
+    bed.wait_online([m.node_id for m in bed.task.miners])
+    watcher = Follower(bed, *bed.observer)
     genesis = watcher.chain.tip.hash
     first, second = signed_update(bed, 2, genesis, value=0.01), signed_update(bed, 2, genesis, value=0.02)
     send_update(bed, 2, 0, first)  # m0 admits it and forwards it to m1

@@ -225,7 +225,9 @@ class Testbed:
 
     def wait_online(self, node_ids: list[str], timeout: float = 30) -> None:
         """Until each node's retained presence is `online`: a node publishes it only after its
-        subscriptions are in place, so from then on messages to it are delivered."""
+        subscriptions are in place, so from then on messages to it are delivered. It logs in as the
+        observer, and the broker keeps one connection per login (client id = user name): an observer
+        client the test already holds is disconnected, and loses its subscriptions."""
         watcher = Client(self.port, *self.observer)
         topics = {self.topics.presence(n) for n in node_ids}
         try:
