@@ -1,13 +1,11 @@
 """A miner node: admits updates, cross-verifies them with the other miners, mines blocks,
 follows the best chain and answers sync requests; chain, pool and status live on disk.
 
-Built on the node runtime (edge_sdk/node/runtime.py): everything that touches state runs on its
-loop; only the nonce search runs in a worker thread, which a better tip stops.
-
-Where the miner validates twice, on purpose: its own block goes through the same `store.add` as
-any peer's, so a bug in assembly is caught before the block is stored or published. That costs
-one aggregation and no signature checks: the pool's updates were verified once, at admission,
-and `store.add` reuses them by digest (as it does for peers' blocks that carry pooled updates).
+Built on the node runtime (edge_sdk/node/runtime.py): all state changes run on its loop; only the
+nonce search runs in a worker thread, which a better tip stops. The miner validates its own block
+with the same `store.add` as any peer's, on purpose (an assembly bug is caught before the block is
+stored or published); that costs one aggregation and no signature checks: pooled updates were
+verified at admission and `store.add` reuses them by digest, as it does for peers' blocks.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from coordinator.miner import faults, policy
 from coordinator.miner.admission import admit
 from coordinator.miner.assembly import Template, assemble, fitting, light_of, seal, search_nonce
 from coordinator.miner.decrypting import ShareHolder
+from coordinator.miner.forwarding import Forwarder
 from coordinator.miner.pool import Pool
 from coordinator.miner.serving import answer_sync
 from edge_sdk.chain.database import Database
@@ -43,7 +42,7 @@ from edge_sdk.protocol.errors import ProtocolError, Reason
 from edge_sdk.protocol.extras import MAX_EVIDENCE, Evidence
 from edge_sdk.protocol.identity import Identity, node_id
 from edge_sdk.protocol.revocations import NO_REVOCATIONS, parse_revocations
-from edge_sdk.transport.mqtt import BrokerConfig, Incoming
+from edge_sdk.transport.mqtt import Acked, BrokerConfig, Incoming
 from edge_sdk.transport.topics import ANY, Topics, sender
 
 log = logging.getLogger("blockfl.miner")
@@ -73,6 +72,7 @@ class Miner(Node):
         self._stuck: tuple[bytes, int] | None = None  # (tip whose aggregate nobody opens, since when)
         self._second_tries: set[bytes] = set()  # stuck tips this miner considered opening as a second set
         self.pool = Pool(db, task)
+        self.forwarder = Forwarder(self.publish, self.count)  # publish and count work once the node is built
         self.peers = [m for m in task.miners if m.sign_pk != identity.public.sign_pk]
         self.revocations = NO_REVOCATIONS  # the coordinator's newest list, as published (retained)
         self.evidence: dict[bytes, Evidence] = {}  # offender -> evidence waiting for a block (memory only)
@@ -112,7 +112,10 @@ class Miner(Node):
         return self.pool.parsed
 
     def wait_seconds(self) -> float:
-        return policy.wait_seconds(self._round_started, now_ms(), self.task.rounds)
+        return self.forwarder.wait_seconds(policy.wait_seconds(self._round_started, now_ms(), self.task.rounds))
+
+    def on_ack(self, ack: Acked) -> None:
+        self.forwarder.acked(ack)
 
     def accept_block(self, raw: bytes, source: str | None) -> bool:
         started = time.perf_counter()
@@ -130,6 +133,7 @@ class Miner(Node):
         super().run(until=until)
 
     def after_event(self) -> None:
+        self.forwarder.send_due()
         if self._quiet.is_set():
             self._stop_mining()
         if self._head_due:
@@ -239,7 +243,7 @@ class Miner(Node):
             return
         for peer in self.peers:  # cross-verification: every other miner admits it again
             sealed = envelope.seal(peer.box_pk, update.envelope.raw)
-            self.publish(self.topics.gossip(peer.node_id, self.me), sealed)
+            self.forwarder.send(self.topics.gossip(peer.node_id, self.me), sealed)
 
     def on_gossip(self, msg: Incoming) -> None:
         self._admit(msg.payload, source="miner:" + sender(msg.topic), notify=None)

@@ -36,7 +36,7 @@ from edge_sdk.protocol.errors import Reason
 from edge_sdk.protocol.fixedpoint import model_hash, to_float
 from edge_sdk.protocol.identity import Identity
 from edge_sdk.training.trainers import Trainer, make_trainer
-from edge_sdk.transport.mqtt import Acked, Incoming, MessageTooLarge
+from edge_sdk.transport.mqtt import NO_MATCHING_SUBSCRIBERS, Acked, Incoming, MessageTooLarge
 from edge_sdk.transport.topics import Topics, sender
 
 log = logging.getLogger("blockfl.device")
@@ -44,7 +44,6 @@ CHAIN_FILE = "chain.db"
 # Refusals that say the miner is behind this device, not that the update is bad: while the device's
 # own round base is still the update's, it keeps the update and sends it again later.
 TRANSIENT = frozenset({Reason.STALE_BASE.value, Reason.BAD_TIMESTAMP.value})
-NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed
 RETRY_S = 1.0
 IDLE_WAIT_S = 5.0
 

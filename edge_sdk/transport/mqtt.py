@@ -79,6 +79,9 @@ class Incoming:
     connection: int = 0  # which connection of this client it arrived on
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but nobody was subscribed (dropped)
+
+
 @dataclass(frozen=True)
 class Acked:
     mid: int
