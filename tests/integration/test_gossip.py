@@ -24,10 +24,8 @@ def bed(tmp_path):
     bed.close()
 
 
-def test_an_update_sent_to_one_miner_is_admitted_by_the_other(bed):
-    for i in range(2):
-        bed.start_miner(i)
-    bed.wait_online([m.node_id for m in bed.task.miners])
+def send_to_m0(bed) -> bytes:
+    """d0's update on genesis, published to m0 with d0's login; returns it."""
     device = bed.device_ids[0]
     cert = (bed.root / "d0" / "bundle" / "cert.bin").read_bytes()
     delta = {p: np.full(s, 0.01, np.float32) for p, s in bed.task.shapes.items()}
@@ -37,6 +35,14 @@ def test_an_update_sent_to_one_miner_is_admitted_by_the_other(bed):
     # QoS 1 with a subscriber: 0; 0x10 (nobody subscribed) would mean m0 was not listening yet
     assert d0.publish(bed.topics.update(m0.node_id, device.public.node_id), envelope.seal(m0.box_pk, update)) == 0
     d0.close()
+    return update
+
+
+def test_an_update_sent_to_one_miner_is_admitted_by_the_other(bed):
+    for i in range(2):
+        bed.start_miner(i)
+    bed.wait_online([m.node_id for m in bed.task.miners])
+    update = send_to_m0(bed)
     accepted = lambda i: bed.metrics(i).get("counters", {}).get("updates_accepted", 0)
     bed.wait(lambda: [accepted(i) for i in range(2)] == [1, 1], 30, "both miners to admit the update")
     digest = hashlib.sha256(update).digest()
@@ -53,14 +59,7 @@ def test_a_miner_that_starts_after_the_forward_still_gets_the_update(bed):
     off, while the broker answers 0x10; m1 admits it once it has subscribed."""
     bed.start_miner(0)
     bed.wait_online([bed.task.miners[0].node_id])
-    device = bed.device_ids[0]
-    cert = (bed.root / "d0" / "bundle" / "cert.bin").read_bytes()
-    delta = {p: np.full(s, 0.01, np.float32) for p, s in bed.task.shapes.items()}
-    update = make_update(device, bed.task, cert, MemoryChain(bed.genesis).tip.hash, 60, delta, now_ms())
-    m0 = bed.task.miners[0]
-    d0 = bed.client(*bed.credentials("d0"))
-    assert d0.publish(bed.topics.update(m0.node_id, device.public.node_id), envelope.seal(m0.box_pk, update)) == 0
-    d0.close()
+    update = send_to_m0(bed)
     bed.wait(lambda: bed.metrics(0).get("counters", {}).get("updates_accepted", 0) == 1, 30, "m0 to admit it")
     bed.start_miner(1)
     bed.wait(lambda: bed.metrics(1).get("counters", {}).get("updates_accepted", 0) == 1, 60, "m1 to admit it")
