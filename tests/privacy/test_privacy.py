@@ -202,9 +202,11 @@ def test_paillier_matches_plain_accuracy_and_no_device_holds_key_material(tmp_pa
     plain = emulate(tmp_path / "plain", "plain", everyone)
     enc = emulate(tmp_path / "paillier", "paillier", ["--paillier-bits", "1024", *everyone])
     assert enc["ok"] and enc["model_hash_agreement"]["ok"]
-    assert [r["updates"] for r in plain["rounds"]] == [r["updates"] for r in enc["rounds"]] == [6, 6, 6]
-    assert abs(enc["rounds"][-1]["accuracy"] - plain["rounds"][-1]["accuracy"]) <= 0.01
-    assert enc["rounds"][-1]["accuracy"] >= 0.85
+    # the third round of each: either run may record a fourth block (a miner can finish one more
+    # before the emulator's stop reaches it), and that round's updates need not be everyone's
+    assert [r["updates"] for r in plain["rounds"][:3]] == [r["updates"] for r in enc["rounds"][:3]] == [6, 6, 6]
+    assert abs(enc["rounds"][2]["accuracy"] - plain["rounds"][2]["accuracy"]) <= 0.01
+    assert enc["rounds"][2]["accuracy"] >= 0.85
     assert "device_encrypt_s" in enc["rounds"][-1]
     assert not any(r.get("overflow") for r in enc["rounds"])
     # the key exists only as shares, each sealed to its miner: open them as the miners would ...
